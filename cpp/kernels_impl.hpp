@@ -1,0 +1,654 @@
+// The kernels, written once and compiled once per instruction set (see kernels.hpp).
+//
+// Included by kernels_isa.cpp with these macros defined:
+//   FASTGD_ISA         namespace name of this build (baseline, avx2, avx512)
+//   FASTGD_VEC_BYTES   width of one SIMD register in bytes (16, 32, 64)
+//   FASTGD_ROW_BLOCK   rows of a mini-batch processed together (register blocking)
+//   FASTGD_UNROLL      weight rows updated together in the rank-update kernel
+//
+// Everything below has internal linkage except the two Kernels tables at the end: several
+// builds of the same code, with different instruction sets, live in one shared library, so no
+// inline or template function may be shared between them (the linker would keep one copy,
+// possibly one this CPU cannot run). For the same reason this file uses no standard-library
+// templates, only C functions and compiler builtins.
+//
+// Strategy. The network's parameters are copied into a padded ("packed") copy in which every
+// layer's width is rounded up to 64 bytes, so vector code never needs a tail. A mini-batch is
+// processed in blocks of up to FASTGD_ROW_BLOCK rows; within a block the kernels keep one
+// accumulator register per row and per 64-byte chunk of a layer's outputs (the hidden units lie
+// along the vector lanes), so the 784-wide first layer streams its weights once for the whole
+// block. For plain SGD with a mini-batch that fits in one block, the weight update is fused into
+// the weight-gradient pass: W += X^T (-eta/m * delta), without ever forming the gradient.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels.hpp"
+
+#ifndef FASTGD_ISA
+#error "FASTGD_ISA must be defined"
+#endif
+
+namespace fastgd {
+namespace FASTGD_ISA {
+namespace {
+
+constexpr int kRowBlock = FASTGD_ROW_BLOCK;
+constexpr int kUnroll = FASTGD_UNROLL;
+constexpr int64_t kPadBytes = 64;
+// Rows between two calls of the stop callback in a training epoch (a few milliseconds of work).
+constexpr int64_t kRowsBetweenStopChecks = 8192;
+
+template <class T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+    typedef float type __attribute__((vector_size(FASTGD_VEC_BYTES)));
+};
+template <>
+struct VecOf<double> {
+    typedef double type __attribute__((vector_size(FASTGD_VEC_BYTES)));
+};
+template <class T>
+using vec = typename VecOf<T>::type;
+template <class T>
+constexpr int64_t kLanes = FASTGD_VEC_BYTES / static_cast<int64_t>(sizeof(T));
+template <class T>
+constexpr int64_t kPad = kPadBytes / static_cast<int64_t>(sizeof(T));
+
+template <class T>
+inline vec<T> vload(const T* p) {
+    vec<T> v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class T>
+inline void vstore(T* p, const vec<T>& v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+template <class T>
+inline T hsum(const vec<T>& v) {
+    T s = 0;
+    for (int64_t k = 0; k < kLanes<T>; ++k) s += v[k];
+    return s;
+}
+
+inline float xexp(float x) { return __builtin_expf(x); }
+inline double xexp(double x) { return __builtin_exp(x); }
+inline float xlog(float x) { return __builtin_logf(x); }
+inline double xlog(double x) { return __builtin_log(x); }
+inline float xlog1p(float x) { return __builtin_log1pf(x); }
+inline double xlog1p(double x) { return __builtin_log1p(x); }
+inline float xtanh(float x) { return __builtin_tanhf(x); }
+inline double xtanh(double x) { return __builtin_tanh(x); }
+
+// sigmoid(z) = 1 / (1 + e^-z), evaluated through e^-|z| so that it never overflows.
+template <class T>
+inline T sigmoid(T z) {
+    const T e = xexp(z >= 0 ? -z : z);
+    const T s = T(1) / (T(1) + e);
+    return z >= 0 ? s : e * s;
+}
+// softplus(x) = ln(1 + e^x), stable for large |x|.
+template <class T>
+inline T softplus(T x) {
+    return (x > 0 ? x : T(0)) + xlog1p(xexp(x > 0 ? -x : x));
+}
+template <class T>
+inline T activate(int act, T z) {
+    switch (act) {
+        case kTanh: return xtanh(z);
+        case kRelu: return z > 0 ? z : T(0);
+        default: return sigmoid(z);
+    }
+}
+// Derivative of the activation, from its output a = f(z).
+template <class T>
+inline T activation_slope(int act, T a) {
+    switch (act) {
+        case kTanh: return T(1) - a * a;
+        case kRelu: return a > 0 ? T(1) : T(0);
+        default: return a * (T(1) - a);
+    }
+}
+
+inline int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+
+// ---------------------------------------------------------------------------------------------
+// The network as the kernels see it: padded widths and offsets into the packed parameters.
+// ld[l] is the padded width of layer l's activations (ld[0] = sizes[0]: inputs are not copied
+// column-padded). Layer l's packed weights are sizes[l] rows of ld[l+1], then ld[l+1] biases.
+constexpr int kMaxLayersOnStack = 32;
+
+struct Net {
+    int L = 0;
+    const int64_t* n = nullptr;
+    int act = 0, cost = 0;
+    int64_t* ld = nullptr;
+    int64_t* woff = nullptr;  // packed offsets
+    int64_t* boff = nullptr;
+    int64_t* toff = nullptr;  // offsets in the public theta layout
+    int64_t packed = 0;       // packed parameter count
+    int64_t max_ld = 0;
+    int64_t storage_[4 * (kMaxLayersOnStack + 1)];
+    int64_t* heap_ = nullptr;
+
+    template <class T>
+    bool init(const Model& m) {
+        L = m.n_layers;
+        n = m.sizes;
+        act = m.activation;
+        cost = m.cost;
+        int64_t* p = storage_;
+        if (L > kMaxLayersOnStack) {
+            heap_ = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * 4 * static_cast<size_t>(L + 1)));
+            if (!heap_) return false;
+            p = heap_;
+        }
+        ld = p;
+        woff = p + (L + 1);
+        boff = p + 2 * (L + 1);
+        toff = p + 3 * (L + 1);
+        ld[0] = n[0];
+        max_ld = 0;
+        int64_t off = 0, toffset = 0;
+        for (int l = 0; l < L; ++l) {
+            ld[l + 1] = round_up(n[l + 1], kPad<T>);
+            if (ld[l + 1] > max_ld) max_ld = ld[l + 1];
+            woff[l] = off;
+            off += n[l] * ld[l + 1];
+            boff[l] = off;
+            off += ld[l + 1];
+            toff[l] = toffset;
+            toffset += n[l] * n[l + 1] + n[l + 1];
+        }
+        packed = off;
+        return true;
+    }
+    Net() = default;
+    Net(const Net&) = delete;
+    Net& operator=(const Net&) = delete;
+    ~Net() { std::free(heap_); }
+};
+
+// Public layout -> packed layout (padding zero) and back.
+template <class T>
+void pack(const Net& net, const T* theta, T* P) {
+    for (int l = 0; l < net.L; ++l) {
+        const int64_t nin = net.n[l], nout = net.n[l + 1], ldo = net.ld[l + 1];
+        const T* w = theta + net.toff[l];
+        for (int64_t i = 0; i < nin; ++i) {
+            std::memcpy(P + net.woff[l] + i * ldo, w + i * nout, sizeof(T) * static_cast<size_t>(nout));
+            std::memset(P + net.woff[l] + i * ldo + nout, 0, sizeof(T) * static_cast<size_t>(ldo - nout));
+        }
+        std::memcpy(P + net.boff[l], w + nin * nout, sizeof(T) * static_cast<size_t>(nout));
+        std::memset(P + net.boff[l] + nout, 0, sizeof(T) * static_cast<size_t>(ldo - nout));
+    }
+}
+template <class T>
+void unpack(const Net& net, const T* P, T* theta) {
+    for (int l = 0; l < net.L; ++l) {
+        const int64_t nin = net.n[l], nout = net.n[l + 1], ldo = net.ld[l + 1];
+        T* w = theta + net.toff[l];
+        for (int64_t i = 0; i < nin; ++i)
+            std::memcpy(w + i * nout, P + net.woff[l] + i * ldo, sizeof(T) * static_cast<size_t>(nout));
+        std::memcpy(w + nin * nout, P + net.boff[l], sizeof(T) * static_cast<size_t>(nout));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense-layer kernels for a block of R rows (R a compile-time constant, so the accumulators
+// live in registers).
+
+// z (R x ldw) = x (R rows of stride ldx, n_in columns) W (n_in x ldw) + b.
+// z overwritten.
+template <class T, int R>
+void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z) {
+    for (int64_t c = 0; c < ldw; c += kLanes<T>) {
+        vec<T> acc[R];
+        const vec<T> bv = vload(b + c);
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) acc[r] = bv;
+        const T* w = W + c;
+        const T* xi = x;
+        for (int64_t i = 0; i < n_in; ++i, w += ldw, ++xi) {
+            const vec<T> wv = vload(w);
+#pragma GCC unroll 32
+            for (int r = 0; r < R; ++r) acc[r] += xi[r * ldx] * wv;
+        }
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) vstore(z + r * ldw + c, acc[r]);
+    }
+}
+
+// W (n_in x ldw) += x^T (scale * d) and b += column sums of (scale * d), where x is R rows of
+// stride ldx and d is R rows of stride ldw. Accumulates into W and b: with W, b the parameters
+// and scale = -eta/m this is a fused SGD step; with a gradient buffer and scale = 1/m it
+// accumulates the gradient.
+template <class T, int R>
+void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scale, T* W, T* b,
+                       int64_t ldw) {
+    for (int64_t c = 0; c < ldw; c += kLanes<T>) {
+        vec<T> dv[R];
+        vec<T> bv = vload(b + c);
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) {
+            dv[r] = vload(d + r * ldw + c) * scale;
+            bv += dv[r];
+        }
+        vstore(b + c, bv);
+        int64_t i = 0;
+        for (; i + kUnroll <= n_in; i += kUnroll) {
+            vec<T> acc[kUnroll];
+#pragma GCC unroll 16
+            for (int u = 0; u < kUnroll; ++u) acc[u] = vload(W + (i + u) * ldw + c);
+#pragma GCC unroll 32
+            for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+                for (int u = 0; u < kUnroll; ++u) acc[u] += x[r * ldx + i + u] * dv[r];
+            }
+#pragma GCC unroll 16
+            for (int u = 0; u < kUnroll; ++u) vstore(W + (i + u) * ldw + c, acc[u]);
+        }
+        for (; i < n_in; ++i) {
+            vec<T> acc = vload(W + i * ldw + c);
+#pragma GCC unroll 32
+            for (int r = 0; r < R; ++r) acc += x[r * ldx + i] * dv[r];
+            vstore(W + i * ldw + c, acc);
+        }
+    }
+}
+
+// Backpropagate the deltas through one layer:
+// dprev[r, i] = f'(aprev[r, i]) * sum_c W[i, c] d[r, c] for i < n_in, 0 in the padding.
+// d is R rows of stride ldw (its padding is zero); aprev and dprev R rows of stride ldp.
+template <class T>
+void dense_backprop(int R, const T* W, int64_t ldw, int64_t n_in, const T* d, const T* aprev,
+                    int64_t ldp, int act, T* dprev) {
+    for (int r = 0; r < R; ++r) {
+        const T* dr = d + r * ldw;
+        for (int64_t i = 0; i < n_in; ++i) {
+            vec<T> s = vload(W + i * ldw) * vload(dr);
+            for (int64_t c = kLanes<T>; c < ldw; c += kLanes<T>) s += vload(W + i * ldw + c) * vload(dr + c);
+            dprev[r * ldp + i] = hsum<T>(s) * activation_slope(act, aprev[r * ldp + i]);
+        }
+        for (int64_t i = n_in; i < ldp; ++i) dprev[r * ldp + i] = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A block of rows through the whole network.
+
+template <class T>
+struct Work {
+    const Net& net;
+    T* P;        // packed parameters
+    T** A;       // A[l], l = 1..L: activations of layer l, kRowBlock rows of stride ld[l]
+    T* Zout;     // output layer's weighted inputs, kRowBlock x ld[L]
+    T* D0;       // deltas, kRowBlock x max_ld, two buffers used in turn
+    T* D1;
+    T* Xb;       // gathered input rows, kRowBlock x n[0]
+    int64_t labels[kRowBlock];
+};
+
+template <class T>
+int64_t work_size(const Net& net) {
+    int64_t s = 0;
+    for (int l = 1; l <= net.L; ++l) s += round_up(kRowBlock * net.ld[l], kPad<T>);
+    s += round_up(kRowBlock * net.ld[net.L], kPad<T>);
+    s += 2 * round_up(kRowBlock * net.max_ld, kPad<T>);
+    s += round_up(kRowBlock * net.n[0], kPad<T>);
+    return s;
+}
+
+// Carve the scratch arrays out of `mem` (work_size elements) and a pointer table out of `Aptrs`.
+template <class T>
+void work_attach(Work<T>& w, T* mem, T** Aptrs) {
+    const Net& net = w.net;
+    w.A = Aptrs;
+    w.A[0] = nullptr;
+    for (int l = 1; l <= net.L; ++l) {
+        w.A[l] = mem;
+        mem += round_up(kRowBlock * net.ld[l], kPad<T>);
+    }
+    w.Zout = mem;
+    mem += round_up(kRowBlock * net.ld[net.L], kPad<T>);
+    w.D0 = mem;
+    mem += round_up(kRowBlock * net.max_ld, kPad<T>);
+    w.D1 = mem;
+    mem += round_up(kRowBlock * net.max_ld, kPad<T>);
+    w.Xb = mem;
+}
+
+// Forward pass of R rows x (stride ldx): hidden activations into A[1..L-1], the output layer's
+// weighted inputs into Zout and its activations into A[L] (padding columns zero).
+template <class T, int R>
+void block_forward(Work<T>& w, const T* x, int64_t ldx) {
+    const Net& net = w.net;
+    const T* in = x;
+    int64_t ldin = ldx;
+    for (int l = 0; l < net.L; ++l) {
+        const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
+        const bool output = l == net.L - 1;
+        T* z = output ? w.Zout : w.A[l + 1];
+        dense_forward<T, R>(in, ldin, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z);
+        if (!output) {
+            for (int r = 0; r < R; ++r) {
+                T* zr = z + r * ldo;
+                for (int64_t j = 0; j < nout; ++j) zr[j] = activate(net.act, zr[j]);
+            }
+        } else {
+            T* a = w.A[net.L];
+            for (int r = 0; r < R; ++r) {
+                const T* zr = z + r * ldo;
+                T* ar = a + r * ldo;
+                if (net.cost == kLogLikelihood) {
+                    T zmax = zr[0];
+                    for (int64_t j = 1; j < nout; ++j) zmax = zr[j] > zmax ? zr[j] : zmax;
+                    T sum = 0;
+                    for (int64_t j = 0; j < nout; ++j) sum += (ar[j] = xexp(zr[j] - zmax));
+                    const T inv = T(1) / sum;
+                    for (int64_t j = 0; j < nout; ++j) ar[j] *= inv;
+                } else {
+                    for (int64_t j = 0; j < nout; ++j) ar[j] = sigmoid(zr[j]);
+                }
+                for (int64_t j = nout; j < ldo; ++j) ar[j] = 0;
+            }
+        }
+        in = z;
+        ldin = ldo;
+    }
+}
+
+// Sum over the block's R rows of each row's cost (labels in w.labels); when delta is not null,
+// also the output layer's deltas dC_row/dz into delta (R x ld[L], padding zero).
+template <class T>
+double block_cost(Work<T>& w, int R, T* delta) {
+    const Net& net = w.net;
+    const int64_t nout = net.n[net.L], ldo = net.ld[net.L];
+    double total = 0;
+    for (int r = 0; r < R; ++r) {
+        const T* a = w.A[net.L] + r * ldo;
+        const T* z = w.Zout + r * ldo;
+        const int64_t label = w.labels[r];
+        T c = 0;
+        if (net.cost == kQuadratic) {
+            for (int64_t j = 0; j < nout; ++j) {
+                const T diff = a[j] - (j == label ? T(1) : T(0));
+                c += diff * diff;
+            }
+            c *= T(0.5);
+        } else if (net.cost == kCrossEntropy) {
+            // -[y ln a + (1-y) ln(1-a)] with a = sigmoid(z): y softplus(-z) + (1-y) softplus(z).
+            for (int64_t j = 0; j < nout; ++j) c += softplus(j == label ? -z[j] : z[j]);
+        } else {
+            // -ln softmax(z)_label = ln sum_j e^(z_j - zmax) - (z_label - zmax).
+            T zmax = z[0];
+            for (int64_t j = 1; j < nout; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+            T sum = 0;
+            for (int64_t j = 0; j < nout; ++j) sum += xexp(z[j] - zmax);
+            c = xlog(sum) - (z[label] - zmax);
+        }
+        total += static_cast<double>(c);
+        if (delta) {
+            T* dr = delta + r * ldo;
+            for (int64_t j = 0; j < nout; ++j) {
+                const T diff = a[j] - (j == label ? T(1) : T(0));
+                dr[j] = net.cost == kQuadratic ? diff * a[j] * (T(1) - a[j]) : diff;
+            }
+            for (int64_t j = nout; j < ldo; ++j) dr[j] = 0;
+        }
+    }
+    return total;
+}
+
+// Backward pass of the block after block_forward and block_cost (output deltas in w.D0):
+// for each layer from the last, backpropagate the deltas with the layer's weights as they were,
+// then add x^T (scale * delta) into the target's weights and biases (the packed parameters for a
+// fused SGD step, or a packed gradient buffer).
+template <class T, int R>
+void block_backward(Work<T>& w, const T* x, int64_t ldx, T scale, T* target) {
+    const Net& net = w.net;
+    T* d = w.D0;
+    T* dnext = w.D1;
+    for (int l = net.L - 1; l >= 0; --l) {
+        const int64_t ldo = net.ld[l + 1];
+        if (l > 0)
+            dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], d, w.A[l], net.ld[l], net.act, dnext);
+        const T* in = l == 0 ? x : w.A[l];
+        const int64_t ldin = l == 0 ? ldx : net.ld[l];
+        dense_rank_update<T, R>(in, ldin, net.n[l], d, scale, target + net.woff[l], target + net.boff[l], ldo);
+        T* t = d;
+        d = dnext;
+        dnext = t;
+    }
+}
+
+// Calls f(Int<R>{}) with R == rows as a compile-time constant, 1 <= rows <= kRowBlock.
+template <int R>
+struct Int {
+    static constexpr int value = R;
+};
+template <int R = 1, class F>
+inline void with_rows(int rows, F&& f) {
+    if constexpr (R < kRowBlock) {
+        if (rows == R) {
+            f(Int<R>{});
+            return;
+        }
+        with_rows<R + 1>(rows, f);
+    } else {
+        f(Int<R>{});
+    }
+}
+
+// Everything one call needs: the packed parameters, optional packed buffers, the block scratch.
+template <class T>
+struct Session {
+    Net net;
+    T* mem = nullptr;
+    T* P = nullptr;
+    T* G = nullptr;  // packed gradient
+    T* V = nullptr;  // packed velocity
+    T** Aptrs = nullptr;
+    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}};
+
+    bool open(const Model& model, bool with_grad, bool with_velocity) {
+        if (!net.template init<T>(model)) return false;
+        const int64_t p = round_up(net.packed, kPad<T>);
+        const int64_t total = p * (1 + (with_grad ? 1 : 0) + (with_velocity ? 1 : 0)) + work_size<T>(net);
+        const size_t bytes = static_cast<size_t>(total) * sizeof(T);
+        mem = static_cast<T*>(std::aligned_alloc(static_cast<size_t>(kPadBytes), bytes));
+        Aptrs = static_cast<T**>(std::malloc(sizeof(T*) * static_cast<size_t>(net.L + 1)));
+        if (!mem || !Aptrs) return false;
+        std::memset(mem, 0, bytes);
+        T* base = mem;
+        P = base;
+        base += p;
+        if (with_grad) {
+            G = base;
+            base += p;
+        }
+        if (with_velocity) {
+            V = base;
+            base += p;
+        }
+        work.P = P;
+        work_attach(work, base, Aptrs);
+        return true;
+    }
+    Session() = default;
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session() {
+        std::free(mem);
+        std::free(Aptrs);
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Entry points.
+
+template <class T>
+int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out) {
+    Session<T> s;
+    if (!s.open(model, false, false)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
+    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
+        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        for (int r = 0; r < R; ++r)
+            std::memcpy(out + (j0 + r) * nout, s.work.A[s.net.L] + r * ldo, sizeof(T) * static_cast<size_t>(nout));
+    }
+    return kOk;
+}
+
+template <class T>
+int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t* labels) {
+    Session<T> s;
+    if (!s.open(model, false, false)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
+    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
+        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        for (int r = 0; r < R; ++r) {
+            const T* a = s.work.A[s.net.L] + r * ldo;
+            int64_t best = 0;
+            for (int64_t j = 1; j < nout; ++j)
+                if (a[j] > a[best]) best = j;
+            labels[j0 + r] = best;
+        }
+    }
+    return kOk;
+}
+
+template <class T>
+int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int64_t n, double* mean_cost) {
+    Session<T> s;
+    if (!s.open(model, false, false)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    const int64_t n0 = s.net.n[0];
+    double total = 0;
+    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
+        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
+        for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        total += block_cost<T>(s.work, R, nullptr);
+    }
+    *mean_cost = total / static_cast<double>(n);
+    return kOk;
+}
+
+template <class T>
+int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int64_t n, T* out,
+           double* mean_cost) {
+    Session<T> s;
+    if (!s.open(model, true, false)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    const int64_t n0 = s.net.n[0];
+    const T scale = T(1) / static_cast<T>(n);
+    double total = 0;
+    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
+        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
+        for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
+        with_rows(R, [&](auto rows) {
+            constexpr int RR = decltype(rows)::value;
+            block_forward<T, RR>(s.work, X + j0 * n0, n0);
+            total += block_cost<T>(s.work, RR, s.work.D0);
+            block_backward<T, RR>(s.work, X + j0 * n0, n0, scale, s.G);
+        });
+    }
+    unpack(s.net, s.G, out);
+    *mean_cost = total / static_cast<double>(n);
+    return kOk;
+}
+
+// theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V.
+template <class T>
+void apply_step(const Net& net, T* P, const T* G, T* V, T eta, T mu, T l2) {
+    for (int l = 0; l < net.L; ++l) {
+        const int64_t nw = net.n[l] * net.ld[l + 1], nb = net.ld[l + 1];
+        T* w = P + net.woff[l];
+        const T* g = G + net.woff[l];
+        T* v = V ? V + net.woff[l] : nullptr;
+        for (int64_t k = 0; k < nw + nb; ++k) {
+            const T gk = k < nw ? g[k] + l2 * w[k] : g[k];
+            if (v) {
+                v[k] = mu * v[k] - eta * gk;
+                w[k] += v[k];
+            } else {
+                w[k] -= eta * gk;
+            }
+        }
+    }
+}
+
+template <class T>
+int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
+                  int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
+                  double l2_, StopFn stop, void* stop_ctx, double* mean_cost) {
+    const bool use_momentum = momentum_ != 0.0;
+    const bool fused = !use_momentum && l2_ == 0.0 && batch <= kRowBlock;
+    Session<T> s;
+    if (!s.open(model, !fused, use_momentum)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    if (use_momentum) pack(s.net, velocity, s.V);
+    const T eta = static_cast<T>(eta_), mu = static_cast<T>(momentum_), l2 = static_cast<T>(l2_);
+    const int64_t n0 = s.net.n[0];
+    Work<T>& w = s.work;
+    double total = 0;
+    int status = kOk;
+    int64_t rows_since_check = 0;
+    for (int64_t k = 0; k < n_order; k += batch) {
+        const int64_t m = n_order - k < batch ? n_order - k : batch;
+        const T scale = fused ? -eta / static_cast<T>(m) : T(1) / static_cast<T>(m);
+        T* target = fused ? s.P : s.G;
+        if (!fused) std::memset(s.G, 0, sizeof(T) * static_cast<size_t>(s.net.packed));
+        for (int64_t j0 = k; j0 < k + m; j0 += kRowBlock) {
+            const int R = static_cast<int>(k + m - j0 < kRowBlock ? k + m - j0 : kRowBlock);
+            for (int r = 0; r < R; ++r) {
+                const int64_t row = order[j0 + r];
+                w.labels[r] = y[row];
+                std::memcpy(w.Xb + r * n0, X + row * n0, sizeof(T) * static_cast<size_t>(n0));
+            }
+            with_rows(R, [&](auto rows) {
+                constexpr int RR = decltype(rows)::value;
+                block_forward<T, RR>(w, w.Xb, n0);
+                total += block_cost<T>(w, RR, w.D0);
+                block_backward<T, RR>(w, w.Xb, n0, scale, target);
+            });
+        }
+        if (!fused) apply_step(s.net, s.P, s.G, use_momentum ? s.V : nullptr, eta, mu, l2);
+        rows_since_check += m;
+        if (stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
+            rows_since_check = 0;
+            if (stop(stop_ctx)) {
+                status = kStopped;
+                n_order = k + m;  // rows actually used, for the mean cost
+                break;
+            }
+        }
+    }
+    unpack(s.net, s.P, theta);
+    if (use_momentum) unpack(s.net, s.V, velocity);
+    *mean_cost = n_order > 0 ? total / static_cast<double>(n_order) : 0.0;
+    return status;
+}
+
+#define FASTGD_STR2(x) #x
+#define FASTGD_STR(x) FASTGD_STR2(x)
+
+}  // namespace
+
+extern const Kernels<float> kernels_float = {FASTGD_STR(FASTGD_ISA),   k_forward<float>,
+                                             k_predict<float>,         k_cost<float>,
+                                             k_grad<float>,            k_train_epoch<float>};
+extern const Kernels<double> kernels_double = {FASTGD_STR(FASTGD_ISA), k_forward<double>,
+                                               k_predict<double>,      k_cost<double>,
+                                               k_grad<double>,         k_train_epoch<double>};
+
+}  // namespace FASTGD_ISA
+}  // namespace fastgd

@@ -1,0 +1,22 @@
+"""The ``cpp`` backend: fastgd's compiled C++ kernels (``fastgd._core``).
+
+The extension checks every argument itself and never converts arrays; callers pass arrays that
+already have the right dtype and layout (``fastgd.network`` converts once, before it calls in).
+"""
+
+from __future__ import annotations
+
+from .. import _core
+
+NAME = "cpp"
+
+forward = _core.forward
+predict = _core.predict
+cost = _core.cost
+grad = _core.grad
+train_epoch = _core.train_epoch
+
+
+def info() -> dict[str, object]:
+    """How the extension was built and which instruction set it runs."""
+    return dict(_core.build_info())
