@@ -1,0 +1,212 @@
+"""The NumPy reference backend: vectorised, written for clarity, the oracle for every test.
+
+It implements the contract in :mod:`fastgd.backends` (parameter layout, codes, signatures).
+A mini-batch of ``m`` rows goes through the network as matrix products, ``Z = A_prev @ W + b``,
+and comes back by backpropagation, layer by layer, with the names ``z``, ``a`` and ``delta``
+used the same way in every function. All arithmetic is done in theta's dtype; only the sum of
+the per-row costs is accumulated in float64 before it is returned as a Python float.
+
+Numerical care, so that nothing overflows or takes ``log(0)`` for any finite input:
+
+* sigmoid uses ``exp(-|z|)``, which is at most 1;
+* the cross-entropy cost is computed from ``z`` with softplus, ``-ln a = softplus(-z)`` and
+  ``-ln(1 - a) = softplus(z)``, where ``softplus(t) = max(t, 0) + log1p(exp(-|t|))``;
+* softmax and the log-likelihood cost subtract the row maximum first (log-sum-exp).
+
+Output-layer ``delta`` (derivative of a row's cost with respect to ``z``): quadratic
+``(a - y) * a * (1 - a)``; cross-entropy with sigmoid outputs ``a - y``; log-likelihood with
+softmax outputs ``a - y``. Hidden layers: ``delta = (delta_next @ W_next.T) * f'(z)``, with
+``f'`` computed from ``a`` (sigmoid ``a (1 - a)``, tanh ``1 - a**2``, relu ``1 if a > 0``, which
+is the same as ``z > 0``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+
+SIGMOID, TANH, RELU = 0, 1, 2
+QUADRATIC, CROSS_ENTROPY, LOG_LIKELIHOOD = 0, 1, 2
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter layout
+
+
+def _layers(theta: np.ndarray, sizes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Views ``(W, b)`` into the flat vector, one pair per layer: W ``(n_in, n_out)``, b ``(n_out,)``."""
+    layers = []
+    offset = 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        n_in, n_out = int(n_in), int(n_out)
+        W = theta[offset : offset + n_in * n_out].reshape(n_in, n_out)
+        offset += n_in * n_out
+        b = theta[offset : offset + n_out]
+        offset += n_out
+        layers.append((W, b))
+    return layers
+
+
+def _one_hot(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
+    Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
+    Y[np.arange(y.shape[0]), y] = 1
+    return Y
+
+
+# --------------------------------------------------------------------------------------------
+# Activations, their derivatives, the output layer and its cost
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(z))  # in (0, 1]: never overflows
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(z: np.ndarray) -> np.ndarray:
+    """``ln(1 + e^z)`` without overflow for large ``z`` or loss of precision for very negative ``z``."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _activate(z: np.ndarray, activation: int) -> np.ndarray:
+    if activation == SIGMOID:
+        return _sigmoid(z)
+    if activation == TANH:
+        return np.tanh(z)
+    if activation == RELU:
+        return np.maximum(z, 0)
+    raise ValueError(f"unknown activation code {activation!r}")
+
+
+def _activate_prime(a: np.ndarray, activation: int) -> np.ndarray:
+    """``f'(z)`` of a hidden layer, from its output ``a = f(z)``."""
+    if activation == SIGMOID:
+        return a * (1 - a)
+    if activation == TANH:
+        return 1 - a * a
+    if activation == RELU:
+        return (a > 0).astype(a.dtype)
+    raise ValueError(f"unknown activation code {activation!r}")
+
+
+def _output(z: np.ndarray, cost: int) -> np.ndarray:
+    """Output activations: sigmoid for quadratic and cross-entropy, softmax for log-likelihood."""
+    if cost in (QUADRATIC, CROSS_ENTROPY):
+        return _sigmoid(z)
+    if cost == LOG_LIKELIHOOD:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise ValueError(f"unknown cost code {cost!r}")
+
+
+def _row_costs(z: np.ndarray, a: np.ndarray, Y: np.ndarray, cost: int) -> np.ndarray:
+    """Cost of each row, shape ``(m,)``, from the output layer's ``z`` and ``a`` and one-hot ``Y``."""
+    if cost == QUADRATIC:
+        return 0.5 * np.sum((a - Y) ** 2, axis=1)
+    if cost == CROSS_ENTROPY:
+        # -[y ln a + (1 - y) ln(1 - a)] with ln a = -softplus(-z) and ln(1 - a) = -softplus(z)
+        return np.sum(Y * _softplus(-z) + (1 - Y) * _softplus(z), axis=1)
+    if cost == LOG_LIKELIHOOD:
+        # -ln softmax(z)[label] = logsumexp(z) - z[label]
+        z_max = z.max(axis=1, keepdims=True)
+        log_sum_exp = z_max[:, 0] + np.log(np.sum(np.exp(z - z_max), axis=1))
+        return log_sum_exp - np.sum(Y * z, axis=1)
+    raise ValueError(f"unknown cost code {cost!r}")
+
+
+def _output_delta(a: np.ndarray, Y: np.ndarray, cost: int) -> np.ndarray:
+    """Derivative of each row's cost with respect to the output layer's ``z``."""
+    if cost == QUADRATIC:
+        return (a - Y) * a * (1 - a)
+    if cost in (CROSS_ENTROPY, LOG_LIKELIHOOD):
+        return a - Y
+    raise ValueError(f"unknown cost code {cost!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Forward pass and backpropagation of one batch
+
+
+def _forward(layers, activation: int, cost: int, X: np.ndarray):
+    """``zs[l]`` and ``activations[l + 1]`` of every layer ``l``; ``activations[0]`` is ``X``."""
+    zs = []
+    activations = [X]
+    a = X
+    for l, (W, b) in enumerate(layers):
+        z = a @ W + b
+        a = _output(z, cost) if l == len(layers) - 1 else _activate(z, activation)
+        zs.append(z)
+        activations.append(a)
+    return zs, activations
+
+
+def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> float:
+    """Write the gradient of the mean cost over the rows of ``X`` into ``out``; return the summed cost."""
+    layers = _layers(theta, sizes)
+    grads = _layers(out, sizes)
+    m = X.shape[0]
+    zs, activations = _forward(layers, activation, cost, X)
+    Y = _one_hot(y, int(sizes[-1]), theta.dtype)
+    total = float(np.sum(_row_costs(zs[-1], activations[-1], Y, cost), dtype=np.float64))
+
+    delta = _output_delta(activations[-1], Y, cost)
+    for l in reversed(range(len(layers))):
+        W, _ = layers[l]
+        dW, db = grads[l]
+        a_prev = activations[l]
+        dW[...] = (a_prev.T @ delta) / m
+        db[...] = delta.sum(axis=0) / m
+        if l > 0:
+            delta = (delta @ W.T) * _activate_prime(a_prev, activation)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# The five functions of the backend contract
+
+
+def forward(theta, sizes, activation, cost, X):
+    """Output activations ``(n, sizes[-1])`` in theta's dtype."""
+    zs, activations = _forward(_layers(theta, sizes), int(activation), int(cost), X)
+    return activations[-1]
+
+
+def predict(theta, sizes, activation, cost, X):
+    """Index of the largest output activation of each row (first on ties), int64 ``(n,)``."""
+    return np.argmax(forward(theta, sizes, activation, cost, X), axis=1).astype(np.int64)
+
+
+def cost(theta, sizes, activation, cost, X, y):
+    """Mean cost over the rows (no regularisation term), as a Python float."""
+    n = X.shape[0]
+    zs, activations = _forward(_layers(theta, sizes), int(activation), int(cost), X)
+    Y = _one_hot(y, int(sizes[-1]), theta.dtype)
+    return float(np.sum(_row_costs(zs[-1], activations[-1], Y, int(cost)), dtype=np.float64)) / max(n, 1)
+
+
+def grad(theta, sizes, activation, cost, X, y, out):
+    """Overwrite ``out`` with the gradient of the mean cost over the rows; return the mean cost."""
+    n = X.shape[0]
+    return _backprop(theta, sizes, int(activation), int(cost), X, y, out) / max(n, 1)
+
+
+def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
+    """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost."""
+    activation, cost, batch_size = int(activation), int(cost), int(batch_size)
+    eta, momentum, l2 = float(eta), float(momentum), float(l2)
+    g = np.empty_like(theta)
+    weight_views = [(W, dW) for (W, _), (dW, _) in zip(_layers(theta, sizes), _layers(g, sizes))]
+    total = 0.0
+    for start in range(0, order.shape[0], batch_size):
+        rows = order[start : start + batch_size]
+        total += _backprop(theta, sizes, activation, cost, X[rows], y[rows], g)
+        if l2 != 0.0:
+            for W, dW in weight_views:
+                dW += l2 * W
+        if momentum == 0.0:
+            theta -= eta * g
+        else:
+            velocity *= momentum
+            velocity -= eta * g
+            theta += velocity
+    return total / max(order.shape[0], 1)
