@@ -1,0 +1,87 @@
+"""Checks and conversions of user-supplied arrays, shared by the public functions.
+
+Each check names the argument and what is wrong with it. Inputs that are merely in another
+float layout (float64 for a float32 network, Fortran order, a non-contiguous slice) are
+converted once; anything that would need a guess (integers, float16, objects, NaN) is rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+
+def as_features(X: Any, n_features: int, dtype: np.dtype[Any], name: str = "X") -> np.ndarray:
+    """``X`` as a C-contiguous ``(n, n_features)`` array of ``dtype``, after checking it.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` does not hold float32 or float64 values.
+    DataError
+        If its shape is wrong, it has no rows, or it holds NaN or infinity.
+    """
+    arr = np.asarray(X)
+    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        hint = ""
+        if arr.dtype.kind in "ui":
+            hint = " (integer pixels must be scaled to floats first, e.g. X.astype(np.float32) / 255)"
+        raise TypeError(f"{name} must hold float32 or float64 values, got dtype {arr.dtype}{hint}")
+    if arr.ndim != 2:
+        raise DataError(f"{name} must be a 2-dimensional array (rows, {n_features}), got shape {arr.shape}")
+    if arr.shape[1] != n_features:
+        raise DataError(f"{name} has shape {arr.shape} but the network takes {n_features} inputs per row")
+    if arr.shape[0] == 0:
+        raise DataError(f"{name} has no rows")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise DataError(f"{name} holds a non-finite value ({arr[tuple(bad)]}) at row {bad[0]}, column {bad[1]}")
+    return arr
+
+
+def as_labels(y: Any, n: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """``y`` as a C-contiguous int64 ``(n,)`` array of class labels in ``[0, n_classes)``.
+
+    Raises
+    ------
+    TypeError
+        If ``y`` does not hold integers (floats, booleans and objects are refused).
+    DataError
+        If its length is not ``n`` or a label is out of range.
+    """
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be 1-dimensional, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(f"{name} has {arr.shape[0]} labels but there are {n} rows")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        k = int(np.flatnonzero((arr < 0) | (arr >= n_classes))[0])
+        raise DataError(f"{name}[{k}] = {arr[k]} is not a class label in [0, {n_classes})")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    """``value`` as an int, refusing booleans, non-integers and values below 1 (or 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    low = 0 if allow_zero else 1
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    return int(value)
+
+
+def check_rate(name: str, value: Any, low: float = 0.0, high: float = float("inf"), high_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (or ``[low, high)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < low or v > high or (high_open and v >= high):
+        bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {bound}, got {value!r}")
+    return v

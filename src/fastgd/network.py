@@ -1,0 +1,446 @@
+"""The :class:`Network`: a fully connected network held as one flat parameter vector.
+
+The parameters live in one C-contiguous vector, ``net.theta``; ``net.weights`` and ``net.biases``
+are views into it with the book's shapes, ``(n_out, n_in)`` and ``(n_out,)``. Every computation
+goes through a backend (see :mod:`fastgd.backends`): the compiled ``cpp`` core, ``numba`` or
+the ``numpy`` reference, which all take the same arguments and agree to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+
+from . import backends
+from ._validate import as_features, as_labels, check_positive_int
+from .errors import DataError, DivergenceError
+from .optim import Optimizer, resolve_optimizer
+
+__all__ = ["Network", "History", "DEFAULT_SIZES", "INITS"]
+
+DEFAULT_SIZES = (784, 16, 16, 10)
+INITS = ("normal", "scaled")
+
+# fastgd's defaults for a new Network, chosen by experiment on a validation split (README,
+# "Defaults"). The book's choices are activation="sigmoid", cost="quadratic", init="normal".
+DEFAULT_ACTIVATION = "sigmoid"
+DEFAULT_COST = "cross-entropy"
+DEFAULT_INIT = "scaled"
+
+
+@dataclass
+class History:
+    """What :meth:`Network.fit` recorded, one entry per epoch.
+
+    Attributes
+    ----------
+    epoch : list of int
+        Epoch numbers, counted from 1 over the network's whole life (a second ``fit`` goes on
+        counting).
+    train_cost : list of float
+        Mean cost over the epoch's training rows, each row's cost taken in its own mini-batch's
+        forward pass (before that mini-batch's step), so it costs no extra pass over the data.
+    val_cost, val_accuracy : list of float
+        Cost and accuracy on ``validation_data`` after the epoch (NaN when none was given).
+    eta : list of float
+        Learning rate used in the epoch.
+    seconds : list of float
+        Wall time of the epoch's training, excluding validation.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    train_cost: list[float] = field(default_factory=list)
+    val_cost: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    eta: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def append(self, **row: float) -> None:
+        for name, value in row.items():
+            getattr(self, name).append(value)
+
+    def extend(self, other: History) -> None:
+        for name in self.as_dict():
+            getattr(self, name).extend(getattr(other, name))
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        """The record as plain lists (JSON-ready)."""
+        return {
+            "epoch": list(self.epoch),
+            "train_cost": list(self.train_cost),
+            "val_cost": list(self.val_cost),
+            "val_accuracy": list(self.val_accuracy),
+            "eta": list(self.eta),
+            "seconds": list(self.seconds),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Sequence[Any]]) -> History:
+        h = cls()
+        for name in h.as_dict():
+            getattr(h, name).extend(d.get(name, ()))
+        return h
+
+    def __str__(self) -> str:
+        lines = [f"{'epoch':>5} {'train cost':>11} {'val cost':>9} {'val acc':>8} {'eta':>8} {'seconds':>8}"]
+        for k in range(len(self)):
+            lines.append(
+                f"{self.epoch[k]:>5} {self.train_cost[k]:>11.5f} {self.val_cost[k]:>9.5f} "
+                f"{self.val_accuracy[k]:>8.4f} {self.eta[k]:>8.4g} {self.seconds[k]:>8.3f}"
+            )
+        return "\n".join(lines)
+
+
+def _param_count(sizes: Sequence[int]) -> int:
+    return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+
+
+class Network:
+    """A fully connected feed-forward network trained by mini-batch gradient descent.
+
+    Parameters
+    ----------
+    sizes : sequence of int, default ``(784, 16, 16, 10)``
+        Layer widths, inputs first; at least two.
+    activation : {"sigmoid", "tanh", "relu"}
+        Activation of the hidden layers.
+    cost : {"quadratic", "cross-entropy", "log-likelihood"}
+        Cost function; it fixes the output layer: sigmoid outputs for ``"quadratic"``
+        (``C = 1/(2n) sum ||a - y||^2``, the book's and the video's) and ``"cross-entropy"``,
+        softmax outputs for ``"log-likelihood"``.
+    init : {"normal", "scaled"}
+        ``"normal"``: every weight and bias drawn from N(0, 1) (the book's first choice).
+        ``"scaled"``: weights from N(0, 1/fan_in), biases from N(0, 1).
+    seed : int
+        Seed of the initialisation (NumPy ``default_rng``); the same seed gives the same
+        parameters on every backend.
+    dtype : {"float32", "float64"}
+        Floating-point type of the parameters and of all computation.
+    backend : {"auto", "cpp", "numba", "numpy"}
+        Where the computation runs. ``"auto"`` honours ``$FASTGD_BACKEND``, else takes the first
+        available of cpp, numba, numpy.
+
+    Notes
+    -----
+    ``Network([784, 16, 16, 10], activation="sigmoid", cost="quadratic", init="normal")`` with
+    ``fit(..., optimizer="sgd")`` is exactly the book's network and algorithm. The defaults are
+    fastgd's own, chosen by experiment (see the README).
+
+    A network must not be trained from two threads at once: :meth:`fit` raises
+    ``RuntimeError`` if it is already running in another thread. Different networks train in
+    parallel threads freely (the compiled kernels release the GIL).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int] = DEFAULT_SIZES,
+        activation: str = DEFAULT_ACTIVATION,
+        cost: str = DEFAULT_COST,
+        init: str = DEFAULT_INIT,
+        seed: int = 0,
+        dtype: str | np.dtype[Any] | type = "float32",
+        backend: str = "auto",
+    ) -> None:
+        self.sizes = _check_sizes(sizes)
+        self.activation = _check_choice("activation", activation, backends.ACTIVATIONS)
+        self.cost_name = _check_choice("cost", cost, backends.COSTS)
+        self.init = _check_choice("init", init, INITS)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.dtype = _check_dtype(dtype)
+        self._backend_request = backend
+        self._backend: ModuleType = backends.resolve(backend)
+        self._sizes_arr = np.asarray(self.sizes, dtype=np.int64)
+        self._act_code = backends.ACTIVATIONS.index(self.activation)
+        self._cost_code = backends.COSTS.index(self.cost_name)
+        self.theta = self._initial_parameters()
+        self.history = History()
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------
+    # Parameters
+
+    def _initial_parameters(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        parts = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            scale = 1.0 if self.init == "normal" else 1.0 / math.sqrt(n_in)
+            W = rng.standard_normal((n_out, n_in)) * scale  # the book's (n_out, n_in) matrix
+            b = rng.standard_normal(n_out)
+            parts += [W.T.ravel(), b]
+        return np.ascontiguousarray(np.concatenate(parts), dtype=self.dtype)
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (weights and biases)."""
+        return int(self.theta.shape[0])
+
+    def _layer_slices(self) -> list[tuple[slice, slice]]:
+        out = []
+        offset = 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            w = slice(offset, offset + n_in * n_out)
+            offset += n_in * n_out
+            b = slice(offset, offset + n_out)
+            offset += n_out
+            out.append((w, b))
+        return out
+
+    def _split(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Views of a flat parameter-shaped vector as ((n_out, n_in) weights, (n_out,) biases)."""
+        weights, biases = [], []
+        for (w, b), n_in, n_out in zip(self._layer_slices(), self.sizes[:-1], self.sizes[1:]):
+            weights.append(flat[w].reshape(n_in, n_out).T)
+            biases.append(flat[b])
+        return weights, biases
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Weight matrices, shape ``(n_out, n_in)`` each: views into :attr:`theta` (writable)."""
+        return self._split(self.theta)[0]
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """Bias vectors, shape ``(n_out,)`` each: views into :attr:`theta` (writable)."""
+        return self._split(self.theta)[1]
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend this network computes with."""
+        return str(self._backend.NAME)
+
+    def set_backend(self, backend: str) -> None:
+        """Compute with another backend from now on (parameters are unchanged)."""
+        self._backend = backends.resolve(backend)
+        self._backend_request = backend
+
+    def copy(self) -> Network:
+        """An independent copy (parameters and history)."""
+        new = Network.__new__(Network)
+        new.__dict__.update(self.__dict__)
+        new.theta = self.theta.copy()
+        new.history = History.from_dict(self.history.as_dict())
+        new._lock = threading.Lock()
+        return new
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({list(self.sizes)}, activation={self.activation!r}, cost={self.cost_name!r}, "
+            f"init={self.init!r}, seed={self.seed}, dtype={self.dtype.name!r}, backend={self.backend!r})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Evaluation
+
+    def _X(self, X: Any, name: str = "X") -> np.ndarray:
+        return as_features(X, self.sizes[0], self.dtype, name)
+
+    def _y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
+        return as_labels(y, n, self.sizes[-1], name)
+
+    def forward(self, X: Any) -> np.ndarray:
+        """Output activations for the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, sizes[0])
+            Inputs, float32 or float64 (converted to the network's dtype).
+
+        Returns
+        -------
+        ndarray, shape (n, sizes[-1]), the network's dtype
+        """
+        return self._backend.forward(self.theta, self._sizes_arr, self._act_code, self._cost_code, self._X(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class of each row of ``X``: the index of the largest output, int64 ``(n,)``."""
+        return self._backend.predict(self.theta, self._sizes_arr, self._act_code, self._cost_code, self._X(X))
+
+    def score(self, X: Any, y: Any) -> float:
+        """Fraction of the rows of ``X`` whose predicted class is ``y``."""
+        Xc = self._X(X)
+        yc = self._y(y, Xc.shape[0])
+        return float(np.mean(self.predict(Xc) == yc))
+
+    def cost(self, X: Any, y: Any) -> float:
+        """Mean cost over the rows of ``X`` with integer labels ``y`` (no regularisation term)."""
+        Xc = self._X(X)
+        yc = self._y(y, Xc.shape[0])
+        return float(self._backend.cost(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc))
+
+    def gradient(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Gradient of the mean cost over the rows of ``X``, by backpropagation.
+
+        Returns
+        -------
+        dW : list of ndarray, shapes ``(n_out, n_in)``
+        db : list of ndarray, shapes ``(n_out,)``
+        """
+        g = self.flat_gradient(X, y)
+        dW, db = self._split(g)
+        return [np.ascontiguousarray(w) for w in dW], db
+
+    def flat_gradient(self, X: Any, y: Any) -> np.ndarray:
+        """The gradient as one vector laid out like :attr:`theta`."""
+        Xc = self._X(X)
+        yc = self._y(y, Xc.shape[0])
+        g = np.empty_like(self.theta)
+        self._backend.grad(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, g)
+        return g
+
+    # ----------------------------------------------------------------------------------------
+    # Training
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int = 30,
+        batch_size: int = 10,
+        eta: float | None = None,
+        optimizer: str | Optimizer = "default",
+        validation_data: tuple[Any, Any] | None = None,
+        seed: int | None = None,
+        callback: Callable[[Network, History], Any] | None = None,
+    ) -> History:
+        """Train by mini-batch stochastic gradient descent with backpropagation.
+
+        Each epoch shuffles the rows with NumPy's ``default_rng(seed)`` (one generator for the
+        whole call), cuts them into mini-batches of ``batch_size`` (the last may be shorter) and
+        takes one step per mini-batch.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, sizes[0])
+            Training inputs, float32 or float64.
+        y : array_like of int, shape (n,)
+            Training labels in ``[0, sizes[-1])``.
+        epochs : int
+            Passes over the data.
+        batch_size : int
+            Rows per mini-batch, ``1 <= batch_size <= n``.
+        eta : float, optional
+            Learning rate; the optimizer's own when not given.
+        optimizer : str or Optimizer
+            ``"sgd"``: the book's plain SGD, ``theta -= eta * gradient`` with a constant eta and
+            nothing added (eta 3.0 unless given). ``"default"``: fastgd's tuned recipe (see
+            :mod:`fastgd.optim`). Or an :class:`~fastgd.optim.Optimizer` instance.
+        validation_data : (X, y), optional
+            Evaluated after every epoch (cost and accuracy recorded in the history).
+        seed : int, optional
+            Seed of the shuffling; the network's ``seed`` when not given.
+        callback : callable, optional
+            Called as ``callback(net, history)`` after every epoch (e.g. progress, checkpoints).
+
+        Returns
+        -------
+        History
+            This call's epochs (also appended to ``net.history``).
+
+        Raises
+        ------
+        DivergenceError
+            If the cost or the parameters become NaN or infinite; the parameters are then left as
+            they were before the failing epoch.
+        """
+        opt = resolve_optimizer(optimizer, eta)
+        Xc = self._X(X)
+        yc = self._y(y, Xc.shape[0])
+        n = Xc.shape[0]
+        epochs = check_positive_int("epochs", epochs, allow_zero=True)
+        batch_size = check_positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"batch_size ({batch_size}) is larger than the number of training rows ({n})")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X, y)")
+            Xv = self._X(validation_data[0], "validation X")
+            yv = self._y(validation_data[1], Xv.shape[0], "validation y")
+        if seed is None:
+            seed = self.seed
+        rng = np.random.default_rng(seed)
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this Network is already being trained in another thread")
+        try:
+            history = History()
+            state = opt.start(self.theta)
+            first = len(self.history) + 1
+            for e in range(epochs):
+                eta_e = opt.eta_at(e, epochs)
+                order = rng.permutation(n).astype(np.int64)
+                before = self.theta.copy()
+                t0 = time.perf_counter()
+                train_cost = self._backend.train_epoch(
+                    self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, order,
+                    batch_size, eta_e, opt.momentum, state, opt.l2,
+                )  # fmt: skip
+                seconds = time.perf_counter() - t0
+                if not (math.isfinite(train_cost) and np.isfinite(self.theta).all()):
+                    self.theta[:] = before
+                    raise DivergenceError(
+                        f"training diverged in epoch {first + e}: the cost became {train_cost} with "
+                        f"eta={eta_e:g}; the parameters are left as they were before that epoch. "
+                        "Try a smaller learning rate."
+                    )
+                val_cost = val_acc = math.nan
+                if validation_data is not None:
+                    val_cost = float(
+                        self._backend.cost(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv, yv)
+                    )
+                    val_acc = float(np.mean(self._backend.predict(
+                        self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv) == yv))  # fmt: skip
+                row = dict(epoch=first + e, train_cost=float(train_cost), val_cost=val_cost,
+                           val_accuracy=val_acc, eta=float(eta_e), seconds=seconds)  # fmt: skip
+                history.append(**row)
+                self.history.append(**row)
+                if callback is not None:
+                    callback(self, history)
+            return history
+        finally:
+            self._lock.release()
+
+
+def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"sizes must be a sequence of layer widths, got {type(sizes).__name__}") from None
+    if len(out) < 2:
+        raise ValueError(f"sizes must list at least 2 layer widths (inputs and outputs), got {list(out)}")
+    for k, s in enumerate(out):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"sizes[{k}] must be an integer, got {s!r}")
+        if s < 1:
+            raise ValueError(f"sizes[{k}] must be at least 1, got {s}")
+    if out[-1] < 2:
+        raise ValueError("the output layer needs at least 2 units (one per class)")
+    if _param_count([int(s) for s in out]) > 2**31:
+        raise ValueError(f"a network of sizes {list(out)} has too many parameters")
+    return tuple(int(s) for s in out)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value.lower()
+
+
+def _check_dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise DataError(f"dtype must be 'float32' or 'float64', got {dt.name!r}")
+    return dt
