@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import param_count, require_backend
+from helpers import param_count, require_backend
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GRADCHECK_RTOL
+from helpers import GRADCHECK_RTOL
 
 import fastgd
 from fastgd import Network

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require_backend
+from helpers import require_backend
 
 from fastgd import Network
 

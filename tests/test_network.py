@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import RTOL64, rel_err
+from helpers import RTOL64, rel_err
 
 import fastgd
 from fastgd import DataError, DivergenceError, Network
