@@ -80,28 +80,11 @@ inline float xlog(float x) { return __builtin_logf(x); }
 inline double xlog(double x) { return __builtin_log(x); }
 inline float xlog1p(float x) { return __builtin_log1pf(x); }
 inline double xlog1p(double x) { return __builtin_log1p(x); }
-inline float xtanh(float x) { return __builtin_tanhf(x); }
-inline double xtanh(double x) { return __builtin_tanh(x); }
 
-// sigmoid(z) = 1 / (1 + e^-z), evaluated through e^-|z| so that it never overflows.
-template <class T>
-inline T sigmoid(T z) {
-    const T e = xexp(z >= 0 ? -z : z);
-    const T s = T(1) / (T(1) + e);
-    return z >= 0 ? s : e * s;
-}
 // softplus(x) = ln(1 + e^x), stable for large |x|.
 template <class T>
 inline T softplus(T x) {
     return (x > 0 ? x : T(0)) + xlog1p(xexp(x > 0 ? -x : x));
-}
-template <class T>
-inline T activate(int act, T z) {
-    switch (act) {
-        case kTanh: return xtanh(z);
-        case kRelu: return z > 0 ? z : T(0);
-        default: return sigmoid(z);
-    }
 }
 // Derivative of the activation, from its output a = f(z).
 template <class T>
@@ -178,6 +161,32 @@ inline vec<T> vsigmoid(const vec<T>& z) {
     const vec<T> e = vexp<T>(z < 0 ? z : -z);  // e^-|z| in (0, 1]
     const vec<T> s = T(1) / (e + T(1));
     return z >= 0 ? s : e * s;
+}
+
+// tanh: an odd polynomial (float) or rational function (double) for |z| < 0.625, where
+// 1 - 2/(e^2|z| + 1) would lose precision to cancellation, and that formula elsewhere (Cephes).
+inline vec<float> tanh_small(const vec<float>& x) {
+    const vec<float> z = x * x;
+    vec<float> p = vec<float>{} - 5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    return p * z * x + x;
+}
+inline vec<double> tanh_small(const vec<double>& x) {
+    const vec<double> z = x * x;
+    const vec<double> p = (z * -9.64399179425052238628e-1 - 9.92877231001918586564e1) * z - 1.61468768441708447952e3;
+    const vec<double> q =
+        ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3;
+    return x + x * z * (p / q);
+}
+template <class T>
+inline vec<T> vtanh(const vec<T>& z) {
+    const vec<T> az = z < 0 ? -z : z;
+    const vec<T> big = T(1) - T(2) / (vexp<T>(az + az) + T(1));
+    const vec<T> large = z < 0 ? -big : big;
+    return az < T(0.625) ? tanh_small(z) : large;
 }
 
 inline int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
@@ -327,6 +336,71 @@ void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scal
     }
 }
 
+// One optimizer step of a layer fused with its weight gradient, for a mini-batch that is one
+// block of R rows: g = x^T d / m, plus l2 W on the weights; with momentum V = mu V - eta g and
+// W += V, without it W -= eta g. W, b, VW, Vb are updated in place.
+template <class T, int R, bool kMomentum>
+void dense_step(const T* x, int64_t ldx, int64_t n_in, const T* d, T inv_m, T eta, T mu, T l2, T* W, T* b,
+                T* VW, T* Vb, int64_t ldw) {
+    for (int64_t c = 0; c < ldw; c += kLanes<T>) {
+        vec<T> dv[R];
+        vec<T> gb = vec<T>{};
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) {
+            dv[r] = vload(d + r * ldw + c) * inv_m;
+            gb += dv[r];
+        }
+        if (kMomentum) {
+            const vec<T> v = vload(Vb + c) * mu - eta * gb;
+            vstore(Vb + c, v);
+            vstore(b + c, vload(b + c) + v);
+        } else {
+            vstore(b + c, vload(b + c) - eta * gb);
+        }
+        int64_t i = 0;
+        for (; i < n_in; i += kUnroll) {
+            const int U = n_in - i < kUnroll ? static_cast<int>(n_in - i) : kUnroll;
+            if (U == kUnroll) {
+                vec<T> wv[kUnroll], g[kUnroll];
+#pragma GCC unroll 16
+                for (int u = 0; u < kUnroll; ++u) {
+                    wv[u] = vload(W + (i + u) * ldw + c);
+                    g[u] = wv[u] * l2;
+                }
+#pragma GCC unroll 32
+                for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+                    for (int u = 0; u < kUnroll; ++u) g[u] += x[r * ldx + i + u] * dv[r];
+                }
+#pragma GCC unroll 16
+                for (int u = 0; u < kUnroll; ++u) {
+                    if (kMomentum) {
+                        const vec<T> v = vload(VW + (i + u) * ldw + c) * mu - eta * g[u];
+                        vstore(VW + (i + u) * ldw + c, v);
+                        vstore(W + (i + u) * ldw + c, wv[u] + v);
+                    } else {
+                        vstore(W + (i + u) * ldw + c, wv[u] - eta * g[u]);
+                    }
+                }
+            } else {
+                for (int u = 0; u < U; ++u) {
+                    const vec<T> wv = vload(W + (i + u) * ldw + c);
+                    vec<T> g = wv * l2;
+#pragma GCC unroll 32
+                    for (int r = 0; r < R; ++r) g += x[r * ldx + i + u] * dv[r];
+                    if (kMomentum) {
+                        const vec<T> v = vload(VW + (i + u) * ldw + c) * mu - eta * g;
+                        vstore(VW + (i + u) * ldw + c, v);
+                        vstore(W + (i + u) * ldw + c, wv + v);
+                    } else {
+                        vstore(W + (i + u) * ldw + c, wv - eta * g);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Backpropagate the deltas through one layer:
 // dprev[r, i] = f'(aprev[r, i]) * sum_c W[i, c] d[r, c] for i < n_in, 0 in the padding.
 // d is R rows of stride ldw (its padding is zero); aprev and dprev R rows of stride ldp.
@@ -392,15 +466,12 @@ void work_attach(Work<T>& w, T* mem, T** Aptrs) {
 // change, it is never read as an input).
 template <class T>
 void activate_rows(int act, int R, T* z, int64_t ld, int64_t n) {
-    if (act == kTanh) {
-        for (int r = 0; r < R; ++r)
-            for (int64_t j = 0; j < n; ++j) z[r * ld + j] = xtanh(z[r * ld + j]);
-        return;
-    }
+    (void)n;
     for (int r = 0; r < R; ++r) {
         for (int64_t c = 0; c < ld; c += kLanes<T>) {
             const vec<T> v = vload(z + r * ld + c);
-            vstore(z + r * ld + c, act == kRelu ? (v > 0 ? v : vec<T>{}) : vsigmoid<T>(v));
+            const vec<T> a = act == kRelu ? (v > 0 ? v : vec<T>{}) : act == kTanh ? vtanh<T>(v) : vsigmoid<T>(v);
+            vstore(z + r * ld + c, a);
         }
     }
 }
@@ -427,8 +498,9 @@ void block_forward(Work<T>& w, const T* x, int64_t ldx) {
                 if (net.cost == kLogLikelihood) {
                     T zmax = zr[0];
                     for (int64_t j = 1; j < nout; ++j) zmax = zr[j] > zmax ? zr[j] : zmax;
+                    for (int64_t c = 0; c < ldo; c += kLanes<T>) vstore(ar + c, vexp<T>(vload(zr + c) - zmax));
                     T sum = 0;
-                    for (int64_t j = 0; j < nout; ++j) sum += (ar[j] = xexp(zr[j] - zmax));
+                    for (int64_t j = 0; j < nout; ++j) sum += ar[j];
                     const T inv = T(1) / sum;
                     for (int64_t j = 0; j < nout; ++j) ar[j] *= inv;
                 } else {
@@ -484,12 +556,21 @@ double block_cost(Work<T>& w, int R, T* delta) {
     return total;
 }
 
-// Backward pass of the block after block_forward and block_cost (output deltas in w.D0):
-// for each layer from the last, backpropagate the deltas with the layer's weights as they were,
-// then add x^T (scale * delta) into the target's weights and biases (the packed parameters for a
-// fused SGD step, or a packed gradient buffer).
+// What the backward pass does with each layer's weight gradient.
+template <class T>
+struct Update {
+    enum Kind { kAccumulate, kStep, kMomentumStep } kind;
+    T* target;      // kAccumulate: target += x^T (scale * delta), into the packed parameters (a
+    T scale;        //   fused plain SGD step, scale = -eta/m) or a packed gradient buffer (1/m)
+    T eta, mu, l2;  // kStep, kMomentumStep: a fused optimizer step on w.P, scale = 1/m
+    T* V;           // kMomentumStep: the packed velocity
+};
+
+// Backward pass of the block after block_forward and block_cost (output deltas in w.D0): for
+// each layer from the last, backpropagate the deltas with the layer's weights as they were,
+// then apply the update to that layer.
 template <class T, int R>
-void block_backward(Work<T>& w, const T* x, int64_t ldx, T scale, T* target) {
+void block_backward(Work<T>& w, const T* x, int64_t ldx, const Update<T>& up) {
     const Net& net = w.net;
     T* d = w.D0;
     T* dnext = w.D1;
@@ -499,7 +580,20 @@ void block_backward(Work<T>& w, const T* x, int64_t ldx, T scale, T* target) {
             dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], d, w.A[l], net.ld[l], net.act, dnext);
         const T* in = l == 0 ? x : w.A[l];
         const int64_t ldin = l == 0 ? ldx : net.ld[l];
-        dense_rank_update<T, R>(in, ldin, net.n[l], d, scale, target + net.woff[l], target + net.boff[l], ldo);
+        const int64_t wo = net.woff[l], bo = net.boff[l];
+        switch (up.kind) {
+            case Update<T>::kAccumulate:
+                dense_rank_update<T, R>(in, ldin, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo);
+                break;
+            case Update<T>::kStep:
+                dense_step<T, R, false>(in, ldin, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
+                                        nullptr, nullptr, ldo);
+                break;
+            case Update<T>::kMomentumStep:
+                dense_step<T, R, true>(in, ldin, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
+                                       up.V + wo, up.V + bo, ldo);
+                break;
+        }
         T* t = d;
         d = dnext;
         dnext = t;
@@ -630,7 +724,7 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
     if (!s.open(model, true, false)) return kNoMemory;
     pack(s.net, theta, s.P);
     const int64_t n0 = s.net.n[0];
-    const T scale = T(1) / static_cast<T>(n);
+    const Update<T> up{Update<T>::kAccumulate, s.G, T(1) / static_cast<T>(n), 0, 0, 0, nullptr};
     double total = 0;
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
@@ -639,7 +733,7 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
             constexpr int RR = decltype(rows)::value;
             block_forward<T, RR>(s.work, X + j0 * n0, n0);
             total += block_cost<T>(s.work, RR, s.work.D0);
-            block_backward<T, RR>(s.work, X + j0 * n0, n0, scale, s.G);
+            block_backward<T, RR>(s.work, X + j0 * n0, n0, up);
         });
     }
     unpack(s.net, s.G, out);
@@ -672,7 +766,9 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                   int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
                   double l2_, StopFn stop, void* stop_ctx, double* mean_cost) {
     const bool use_momentum = momentum_ != 0.0;
-    const bool fused = !use_momentum && l2_ == 0.0 && batch <= kRowBlock;
+    // A mini-batch that fits in one block is stepped as its gradient is formed; a larger one
+    // accumulates its gradient over blocks in s.G first.
+    const bool fused = batch <= kRowBlock;
     Session<T> s;
     if (!s.open(model, !fused, use_momentum)) return kNoMemory;
     pack(s.net, theta, s.P);
@@ -685,9 +781,18 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     int64_t rows_since_check = 0;
     for (int64_t k = 0; k < n_order; k += batch) {
         const int64_t m = n_order - k < batch ? n_order - k : batch;
-        const T scale = fused ? -eta / static_cast<T>(m) : T(1) / static_cast<T>(m);
-        T* target = fused ? s.P : s.G;
-        if (!fused) std::memset(s.G, 0, sizeof(T) * static_cast<size_t>(s.net.packed));
+        const T inv_m = T(1) / static_cast<T>(m);
+        Update<T> up{Update<T>::kAccumulate, s.G, inv_m, eta, mu, l2, s.V};
+        if (fused) {
+            if (use_momentum)
+                up.kind = Update<T>::kMomentumStep;
+            else if (l2 != 0)
+                up.kind = Update<T>::kStep;
+            else
+                up = Update<T>{Update<T>::kAccumulate, s.P, -eta / static_cast<T>(m), 0, 0, 0, nullptr};
+        } else {
+            std::memset(s.G, 0, sizeof(T) * static_cast<size_t>(s.net.packed));
+        }
         for (int64_t j0 = k; j0 < k + m; j0 += kRowBlock) {
             const int R = static_cast<int>(k + m - j0 < kRowBlock ? k + m - j0 : kRowBlock);
             for (int r = 0; r < R; ++r) {
@@ -699,7 +804,7 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                 constexpr int RR = decltype(rows)::value;
                 block_forward<T, RR>(w, w.Xb, n0);
                 total += block_cost<T>(w, RR, w.D0);
-                block_backward<T, RR>(w, w.Xb, n0, scale, target);
+                block_backward<T, RR>(w, w.Xb, n0, up);
             });
         }
         if (!fused) apply_step(s.net, s.P, s.G, use_momentum ? s.V : nullptr, eta, mu, l2);
