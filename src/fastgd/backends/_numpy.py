@@ -3,7 +3,8 @@
 It implements the contract in :mod:`fastgd.backends` (parameter layout, codes, signatures).
 A mini-batch of ``m`` rows goes through the network as matrix products, ``Z = A_prev @ W + b``,
 and comes back by backpropagation, layer by layer, with the names ``z``, ``a`` and ``delta``
-used the same way in every function. All arithmetic is done in theta's dtype; only the sum of
+used the same way in every function. All arithmetic is done in theta's dtype (any NumPy float
+type: the tests evaluate the cost in extended precision for finite differences); only the sum of
 the per-row costs is accumulated in float64 before it is returned as a Python float.
 
 Numerical care, so that nothing overflows or takes ``log(0)`` for any finite input:

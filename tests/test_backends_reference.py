@@ -1,0 +1,311 @@
+"""The NumPy reference against finite differences, every backend against the reference, and facts
+that can be checked by hand.
+
+(a) The reference's backpropagation gradient matches central finite differences of its own cost,
+    for several shapes, every activation and every cost.
+(b) A backend's forward pass, prediction, cost and gradient match the reference to RTOL64 in
+    float64, and one training epoch (same parameters, same example order, a partial last
+    mini-batch, with and without momentum and l2) to RTOL64_EPOCH; in float32 they match the
+    float64 reference to the float32 tolerances below.
+(c) A tiny network with known weights gives the outputs and gradients worked out by hand; eta = 0
+    changes nothing; the gradient of a batch is the mean of its rows' gradients; one mini-batch
+    holding every row is one gradient step.
+
+Relative errors of arrays are taken against the array's largest entry (``rel_err``), so that
+entries that are nearly 0 are judged on the scale of their array.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from fastgd import backends
+from fastgd.backends import _numpy as reference
+from helpers import EPOCH_RTOL64 as RTOL64_EPOCH
+from helpers import GRADCHECK_RTOL, RTOL32, RTOL32_GRAD, RTOL64, rel_err
+
+FD_RTOL = GRADCHECK_RTOL  # reference gradient vs finite differences, worst over every parameter
+
+ACTIVATIONS = list(enumerate(backends.ACTIVATIONS))  # (code, name)
+COSTS = list(enumerate(backends.COSTS))
+SHAPES = [[7, 5, 4, 3], [5, 3], [6, 8, 8, 8, 4], [20, 19, 17, 10]]  # the last: whole and partial vectors
+ROWS = 11  # mini-batches of 4: 4 + 4 + 3, a partial last one (and a partial group of rows)
+
+
+def ids(pairs: list[tuple[int, str]]) -> list[str]:
+    return [name for _, name in pairs]
+
+
+def hidden_z(theta: np.ndarray, sizes: np.ndarray, activation: int, X: np.ndarray) -> np.ndarray:
+    """Every hidden layer's z, concatenated (the reference's forward pass)."""
+    zs, _ = reference._forward(reference._layers(theta, sizes), activation, 0, X)
+    return np.concatenate([z.ravel() for z in zs[:-1]]) if len(zs) > 1 else np.full(1, np.inf)
+
+
+def problem(
+    sizes: list[int], activation: int = 0, *, seed: int = 0, rows: int = ROWS, dtype: type = np.float64,
+    kink_margin: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A small network and data: theta, sizes, X (with zeros, some in whole blocks), labels y.
+
+    With ``kink_margin`` and relu, redraws until no hidden z is within it of 0 (the kink, where
+    finite differences do not estimate the derivative).
+    """
+    sizes = np.array(sizes, dtype=np.int64)
+    for attempt in range(1000):
+        rng = np.random.default_rng([seed, attempt])
+        parts = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            parts.append(rng.normal(0.0, 1.5 / np.sqrt(n_in), n_in * n_out))
+            parts.append(rng.normal(0.0, 0.5, n_out))
+        theta = np.concatenate(parts)
+        X = rng.normal(0.0, 1.0, (rows, sizes[0]))
+        X[rng.random(X.shape) < 0.3] = 0.0
+        X[:, : sizes[0] // 2] *= rng.random((rows, 1)) < 0.5  # zero blocks: half the inputs of some rows
+        y = rng.integers(0, sizes[-1], rows).astype(np.int64)
+        relu = backends.ACTIVATIONS.index("relu")
+        if activation != relu or np.min(np.abs(hidden_z(theta, sizes, activation, X))) > kink_margin:
+            return theta.astype(dtype), sizes, X.astype(dtype), y
+    raise AssertionError("no problem without relu kinks found")
+
+
+# --------------------------------------------------------------------------------------------
+# (a) The reference against finite differences
+
+
+def finite_difference_gradient(
+    theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """Central differences of the reference's mean cost with steps h, h/2 and h/4, Richardson-
+    extrapolated (error O(h^6)), h = 5e-4 * max(1, |theta_k|), evaluated in extended precision
+    where the platform has it (x86: 64-bit mantissa): accurate to ~1e-16 absolute.
+
+    Plain float64 central differences with h ~ 1e-6 are accurate to ~1e-10 absolute (the rounding
+    of a cost of order 1, divided by h), a relative error above 1e-7 for every gradient entry below
+    ~1e-3: they cannot check a worst relative error of 1e-7 over all parameters.
+    """
+    wide = np.longdouble if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else np.float64
+    t = theta.astype(wide)
+    Xw = X.astype(wide)
+    Y = reference._one_hot(y, int(sizes[-1]), wide)
+    layers = reference._layers(t, sizes)  # views into t: perturbing t perturbs them
+
+    def mean_cost() -> np.floating:
+        zs, activations = reference._forward(layers, activation, cost, Xw)
+        return np.sum(reference._row_costs(zs[-1], activations[-1], Y, cost)) / Xw.shape[0]
+
+    def central(k: int, h: np.floating) -> np.floating:
+        t[k] = theta[k] + h
+        up = mean_cost()
+        t[k] = theta[k] - h
+        down = mean_cost()
+        t[k] = theta[k]
+        return (up - down) / (2 * h)
+
+    g = np.empty(theta.shape[0], dtype=wide)
+    for k in range(theta.shape[0]):
+        h = wide(5e-4) * max(wide(1), abs(t[k]))
+        d1, d2, d4 = central(k, h), central(k, h / 2), central(k, h / 4)
+        r1, r2 = (4 * d2 - d1) / 3, (4 * d4 - d2) / 3  # O(h^4)
+        g[k] = (16 * r2 - r1) / 15  # O(h^6)
+    return g.astype(np.float64)
+
+
+@pytest.mark.parametrize("sizes", SHAPES[:3], ids=str)
+@pytest.mark.parametrize(("activation", "activation_name"), ACTIVATIONS, ids=ids(ACTIVATIONS))
+@pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
+def test_reference_gradient_matches_finite_differences(
+    sizes: list[int], activation: int, activation_name: str, cost: int, cost_name: str
+) -> None:
+    theta, sizes, X, y = problem(sizes, activation, seed=1, kink_margin=1e-2)
+    g = np.empty_like(theta)
+    reference.grad(theta, sizes, activation, cost, X, y, g)
+    g_fd = finite_difference_gradient(theta, sizes, activation, cost, X, y)
+    rel = np.abs(g - g_fd) / np.maximum(np.abs(g) + np.abs(g_fd), np.finfo(np.float64).tiny)
+    worst = int(np.argmax(rel))
+    assert rel[worst] <= FD_RTOL, f"parameter {worst}: backprop {g[worst]!r}, finite differences {g_fd[worst]!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# (b) Every backend against the reference
+
+
+@pytest.mark.parametrize("sizes", SHAPES, ids=str)
+@pytest.mark.parametrize(("activation", "activation_name"), ACTIVATIONS, ids=ids(ACTIVATIONS))
+@pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
+def test_forward_cost_grad_match_reference_float64(
+    backend: ModuleType, sizes: list[int], activation: int, activation_name: str, cost: int, cost_name: str
+) -> None:
+    theta, sizes, X, y = problem(sizes, activation, seed=2)
+    A = backend.forward(theta, sizes, activation, cost, X)
+    assert A.dtype == np.float64 and A.shape == (ROWS, sizes[-1])
+    assert rel_err(A, reference.forward(theta, sizes, activation, cost, X)) <= RTOL64
+
+    labels = backend.predict(theta, sizes, activation, cost, X)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, reference.predict(theta, sizes, activation, cost, X))
+
+    c = backend.cost(theta, sizes, activation, cost, X, y)
+    c_ref = reference.cost(theta, sizes, activation, cost, X, y)
+    assert type(c) is float and abs(c - c_ref) <= RTOL64 * abs(c_ref)
+
+    g = np.full_like(theta, np.nan)  # must be overwritten everywhere
+    c_grad = backend.grad(theta, sizes, activation, cost, X, y, g)
+    g_ref = np.empty_like(theta)
+    reference.grad(theta, sizes, activation, cost, X, y, g_ref)
+    assert rel_err(g, g_ref) <= RTOL64
+    assert abs(c_grad - c_ref) <= RTOL64 * abs(c_ref)
+
+
+@pytest.mark.parametrize("sizes", [SHAPES[0], SHAPES[3]], ids=str)
+@pytest.mark.parametrize(("activation", "activation_name"), ACTIVATIONS, ids=ids(ACTIVATIONS))
+@pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
+def test_float32_matches_float64_reference(
+    backend: ModuleType, sizes: list[int], activation: int, activation_name: str, cost: int, cost_name: str
+) -> None:
+    theta, sizes, X, y = problem(sizes, activation, seed=3, dtype=np.float32)
+    theta64, X64 = theta.astype(np.float64), X.astype(np.float64)
+    A = backend.forward(theta, sizes, activation, cost, X)
+    assert A.dtype == np.float32
+    assert rel_err(A, reference.forward(theta64, sizes, activation, cost, X64)) <= RTOL32
+    c_ref = reference.cost(theta64, sizes, activation, cost, X64, y)
+    assert abs(backend.cost(theta, sizes, activation, cost, X, y) - c_ref) <= RTOL32 * abs(c_ref)
+    g = np.empty_like(theta)
+    backend.grad(theta, sizes, activation, cost, X, y, g)
+    g_ref = np.empty_like(theta64)
+    reference.grad(theta64, sizes, activation, cost, X64, y, g_ref)
+    assert rel_err(g, g_ref) <= RTOL32_GRAD
+
+
+OPTIMISERS = [(0.0, 0.0), (0.9, 0.0), (0.0, 0.05), (0.5, 0.05)]  # (momentum, l2)
+
+
+@pytest.mark.parametrize("sizes", [SHAPES[0], SHAPES[3]], ids=str)
+@pytest.mark.parametrize(("activation", "activation_name"), ACTIVATIONS, ids=ids(ACTIVATIONS))
+@pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
+@pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_train_epoch_matches_reference(
+    backend: ModuleType, sizes: list[int], activation: int, activation_name: str, cost: int, cost_name: str,
+    momentum: float, l2: float, dtype: type,
+) -> None:
+    theta, sizes, X, y = problem(sizes, activation, seed=4, dtype=dtype)
+    order = np.random.default_rng(5).permutation(ROWS).astype(np.int64)
+    velocity = np.random.default_rng(6).normal(0.0, 0.01, theta.shape).astype(dtype)
+    eta = 0.5
+    t, v = theta.copy(), velocity.copy()
+    c = backend.train_epoch(t, sizes, activation, cost, X, y, order, 4, eta, momentum, v, l2)
+
+    # the float64 reference from the same start
+    t_ref, v_ref = theta.astype(np.float64), velocity.astype(np.float64)
+    X_ref = X.astype(np.float64)
+    c_ref = reference.train_epoch(t_ref, sizes, activation, cost, X_ref, y, order, 4, eta, momentum, v_ref, l2)
+    rtol, rtol_cost = (RTOL64_EPOCH, RTOL64_EPOCH) if dtype == np.float64 else (RTOL32_GRAD, RTOL32)
+    assert t.dtype == dtype
+    assert rel_err(t, t_ref) <= rtol
+    assert rel_err(t - theta, t_ref - theta.astype(np.float64)) <= 10 * rtol  # the change itself, not only theta
+    if momentum:
+        assert rel_err(v, v_ref) <= rtol
+    else:
+        np.testing.assert_array_equal(v, velocity)  # ignored when momentum == 0
+    assert type(c) is float and abs(c - c_ref) <= rtol_cost * abs(c_ref)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 11, 16])
+@pytest.mark.parametrize("order_kind", ["permutation", "subset with repeats"])
+def test_train_epoch_batch_sizes_and_orders(backend: ModuleType, batch_size: int, order_kind: str) -> None:
+    theta, sizes, X, y = problem(SHAPES[3], 0, seed=7)
+    rng = np.random.default_rng(8)
+    order = rng.permutation(ROWS) if order_kind == "permutation" else rng.integers(0, ROWS, 7)
+    order = order.astype(np.int64)
+    t, t_ref = theta.copy(), theta.copy()
+    none = np.empty(0, dtype=np.float64)
+    c = backend.train_epoch(t, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
+    c_ref = reference.train_epoch(t_ref, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
+    assert rel_err(t, t_ref) <= RTOL64_EPOCH
+    assert abs(c - c_ref) <= RTOL64_EPOCH * abs(c_ref)
+
+
+# --------------------------------------------------------------------------------------------
+# (c) Facts that can be checked by hand
+
+
+def test_hand_computed_sigmoid_network(backend: ModuleType) -> None:
+    # [2, 2, 1], sigmoid, quadratic. x = (1, 0): z1 = (1, -1); a1 = (s, 1 - s) with s = sigmoid(1);
+    # z2 = a1 . (1, 1) - 1 = 0, a2 = 1/2. Label 0 of one output: y = 1, cost (1/2)(1/2 - 1)^2 = 1/8.
+    # delta2 = (a2 - y) a2 (1 - a2) = -1/8; db2 = -1/8, dW2 = a1 * -1/8;
+    # delta1 = W2 delta2 * a1 (1 - a1) = -1/8 s (1 - s) (both units); dW1 = x delta1, db1 = delta1.
+    W1 = np.array([[1.0, -1.0], [2.0, 0.0]])  # (n_in, n_out), as theta stores it
+    theta = np.concatenate([W1.ravel(), [0.0, 0.0], [1.0, 1.0], [-1.0]])
+    sizes = np.array([2, 2, 1], dtype=np.int64)
+    X = np.array([[1.0, 0.0]])
+    y = np.array([0], dtype=np.int64)
+    s = 1.0 / (1.0 + np.exp(-1.0))
+    np.testing.assert_allclose(backend.forward(theta, sizes, 0, 0, X), [[0.5]], rtol=0, atol=1e-15)
+    assert backend.cost(theta, sizes, 0, 0, X, y) == pytest.approx(0.125, rel=1e-14)
+    g = np.empty_like(theta)
+    backend.grad(theta, sizes, 0, 0, X, y, g)
+    d1 = -0.125 * s * (1 - s)
+    expected = [d1, d1, 0.0, 0.0, d1, d1, -0.125 * s, -0.125 * (1 - s), -0.125]
+    np.testing.assert_allclose(g, expected, rtol=1e-13, atol=1e-16)
+
+
+def test_hand_computed_relu_softmax_network(backend: ModuleType) -> None:
+    # [2, 2, 2], relu, log-likelihood. x = (2, 1): z1 = x W1 + b1 = (2.5, -1), a1 = (2.5, 0);
+    # z2 = a1 W2 + b2 = (2, 0); softmax a2 = (1 - q, q) with q = 1 / (1 + e^2); label 1:
+    # cost -ln q = ln(1 + e^2). delta2 = a2 - y = (1 - q, -(1 - q)); dW2 = a1^T delta2; db2 = delta2;
+    # delta1 = (delta2 W2^T) * relu'(z1) = ((1 - q) 0.8, 0); dW1 = x^T delta1; db1 = delta1.
+    W1 = np.array([[1.0, -1.0], [0.5, 2.0]])
+    W2 = np.array([[0.4, -0.4], [3.0, 3.0]])
+    theta = np.concatenate([W1.ravel(), [0.0, -1.0], W2.ravel(), [1.0, 1.0]])
+    sizes = np.array([2, 2, 2], dtype=np.int64)
+    X = np.array([[2.0, 1.0]])
+    y = np.array([1], dtype=np.int64)
+    q = 1.0 / (1.0 + np.exp(2.0))
+    relu, log_likelihood = backends.ACTIVATIONS.index("relu"), backends.COSTS.index("log-likelihood")
+    np.testing.assert_allclose(backend.forward(theta, sizes, relu, log_likelihood, X), [[1 - q, q]], rtol=1e-14)
+    assert backend.predict(theta, sizes, relu, log_likelihood, X).tolist() == [0]
+    assert backend.cost(theta, sizes, relu, log_likelihood, X, y) == pytest.approx(np.log1p(np.exp(2.0)), rel=1e-14)
+    g = np.empty_like(theta)
+    backend.grad(theta, sizes, relu, log_likelihood, X, y, g)
+    p = 1 - q
+    d1 = 0.8 * p
+    expected = [2 * d1, 0.0, d1, 0.0, d1, 0.0, 2.5 * p, -2.5 * p, 0.0, 0.0, p, -p]
+    np.testing.assert_allclose(g, expected, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
+def test_eta_zero_changes_nothing(backend: ModuleType, momentum: float, l2: float) -> None:
+    theta, sizes, X, y = problem(SHAPES[3], 0, seed=9)
+    order = np.random.default_rng(10).permutation(ROWS).astype(np.int64)
+    t, v = theta.copy(), np.zeros_like(theta)
+    c = backend.train_epoch(t, sizes, 0, 0, X, y, order, 4, 0.0, momentum, v, l2)
+    np.testing.assert_array_equal(t, theta)
+    np.testing.assert_array_equal(v, 0.0)
+    # with no step, the epoch's cost is the cost of the rows at the starting parameters
+    assert c == pytest.approx(backend.cost(theta, sizes, 0, 0, X, y), rel=RTOL64)
+
+
+@pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
+def test_batch_gradient_is_mean_of_row_gradients(backend: ModuleType, cost: int, cost_name: str) -> None:
+    theta, sizes, X, y = problem(SHAPES[3], 1, seed=11)
+    g = np.empty_like(theta)
+    backend.grad(theta, sizes, 1, cost, X, y, g)
+    rows = np.empty((ROWS, theta.shape[0]))
+    for r in range(ROWS):
+        backend.grad(theta, sizes, 1, cost, X[r : r + 1], y[r : r + 1], rows[r])
+    assert rel_err(g, rows.mean(axis=0)) <= RTOL64
+
+
+def test_one_batch_of_every_row_is_one_gradient_step(backend: ModuleType) -> None:
+    theta, sizes, X, y = problem(SHAPES[3], 2, seed=12)
+    order = np.arange(ROWS, dtype=np.int64)
+    g = np.empty_like(theta)
+    c = backend.grad(theta, sizes, 2, 1, X, y, g)
+    t = theta.copy()
+    c_epoch = backend.train_epoch(t, sizes, 2, 1, X, y, order, ROWS, 0.7, 0.0, np.empty(0), 0.0)
+    assert rel_err(t, theta - 0.7 * g) <= RTOL64
+    assert c_epoch == pytest.approx(c, rel=RTOL64)
