@@ -30,8 +30,8 @@ INITS = ("normal", "scaled")
 
 # fastgd's defaults for a new Network, chosen by experiment on a validation split (README,
 # "Defaults"). The book's choices are activation="sigmoid", cost="quadratic", init="normal".
-DEFAULT_ACTIVATION = "sigmoid"
-DEFAULT_COST = "cross-entropy"
+DEFAULT_ACTIVATION = "tanh"
+DEFAULT_COST = "log-likelihood"
 DEFAULT_INIT = "scaled"
 
 

@@ -52,6 +52,11 @@ _STEP_SGD = 2  # theta -= eta * g, fused into the gradient loop
 _STEP_GENERAL = 3  # the same with l2 on weights and/or momentum, through the buffer `out`
 
 _ROWS_PER_BLOCK = 256  # rows per block in forward, predict, cost and grad
+# Plain SGD steps are fused into the gradient loop only for mini-batches up to this size: each
+# row's contribution is then added to W itself, and in float32 the rounding of many such
+# additions to weights of order 1 would grow with the batch; larger batches sum the gradient
+# first (as the C++ kernels do beyond one block of rows).
+_FUSED_MAX_ROWS = 16
 _WORK_PER_CHUNK = 2e8  # train_epoch: about this many row x parameter products per kernel call
 
 _VEC_BYTES = 64
@@ -642,7 +647,7 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
     n = order.shape[0]
     batch_size = int(batch_size)
     eta, momentum, l2 = float(eta), float(momentum), float(l2)
-    if momentum == 0.0 and l2 == 0.0:
+    if momentum == 0.0 and l2 == 0.0 and batch_size <= _FUSED_MAX_ROWS:
         mode, buffer = _STEP_SGD, theta[:0]
     else:
         mode, buffer = _STEP_GENERAL, np.empty_like(theta)
