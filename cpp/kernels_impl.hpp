@@ -39,6 +39,9 @@ constexpr int kUnroll = FASTGD_UNROLL;
 constexpr int64_t kPadBytes = 64;
 // Rows between two calls of the stop callback in a training epoch (a few milliseconds of work).
 constexpr int64_t kRowsBetweenStopChecks = 8192;
+#ifndef FASTGD_PREFETCH_LOCALITY
+#define FASTGD_PREFETCH_LOCALITY 2
+#endif
 
 template <class T>
 struct VecOf;
@@ -190,6 +193,10 @@ inline vec<T> vtanh(const vec<T>& z) {
 }
 
 inline int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+template <class T>
+inline int64_t lines_per_row(int64_t n) {
+    return (n * static_cast<int64_t>(sizeof(T)) + 63) / 64 + 1;  // + 1: a row need not start a line
+}
 
 // ---------------------------------------------------------------------------------------------
 // The network as the kernels see it: padded widths and offsets into the packed parameters.
@@ -279,8 +286,11 @@ void unpack(const Net& net, const T* P, T* theta) {
 
 // z (R x ldw) = x (R rows of stride ldx, n_in columns) W (n_in x ldw) + b.
 // z overwritten.
+// While it runs, it prefetches the first n_prefetch addresses of `prefetch`, one per input (the
+// next mini-batch's rows, so that their trip from memory overlaps this arithmetic).
 template <class T, int R>
-void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z) {
+void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z,
+                   const void* const* prefetch = nullptr, int64_t n_prefetch = 0) {
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> acc[R];
         const vec<T> bv = vload(b + c);
@@ -289,12 +299,14 @@ void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b
         const T* w = W + c;
         const T* xi = x;
         for (int64_t i = 0; i < n_in; ++i, w += ldw, ++xi) {
+            if (i < n_prefetch) __builtin_prefetch(prefetch[i], 0, FASTGD_PREFETCH_LOCALITY);
             const vec<T> wv = vload(w);
 #pragma GCC unroll 32
             for (int r = 0; r < R; ++r) acc[r] += xi[r * ldx] * wv;
         }
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) vstore(z + r * ldw + c, acc[r]);
+        n_prefetch = 0;
     }
 }
 
@@ -431,6 +443,8 @@ struct Work {
     T* D1;
     T* Xb;       // gathered input rows, kRowBlock x n[0]
     int64_t labels[kRowBlock];
+    const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
+    int64_t n_prefetch;
 };
 
 template <class T>
@@ -487,7 +501,8 @@ void block_forward(Work<T>& w, const T* x, int64_t ldx) {
         const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
         const bool output = l == net.L - 1;
         T* z = output ? w.Zout : w.A[l + 1];
-        dense_forward<T, R>(in, ldin, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z);
+        dense_forward<T, R>(in, ldin, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
+                            l == 0 ? w.n_prefetch : 0);
         if (!output) {
             activate_rows<T>(net.act, R, z, ldo, nout);
         } else {
@@ -627,7 +642,7 @@ struct Session {
     T* G = nullptr;  // packed gradient
     T* V = nullptr;  // packed velocity
     T** Aptrs = nullptr;
-    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}};
+    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, nullptr, 0};
 
     bool open(const Model& model, bool with_grad, bool with_velocity) {
         if (!net.template init<T>(model)) return false;
@@ -636,7 +651,9 @@ struct Session {
         const size_t bytes = static_cast<size_t>(total) * sizeof(T);
         mem = static_cast<T*>(std::aligned_alloc(static_cast<size_t>(kPadBytes), bytes));
         Aptrs = static_cast<T**>(std::malloc(sizeof(T*) * static_cast<size_t>(net.L + 1)));
-        if (!mem || !Aptrs) return false;
+        work.prefetch = static_cast<const void**>(
+            std::malloc(sizeof(void*) * static_cast<size_t>(kRowBlock * lines_per_row<T>(net.n[0]))));
+        if (!mem || !Aptrs || !work.prefetch) return false;
         std::memset(mem, 0, bytes);
         T* base = mem;
         P = base;
@@ -659,6 +676,7 @@ struct Session {
     ~Session() {
         std::free(mem);
         std::free(Aptrs);
+        std::free(work.prefetch);
     }
 };
 
@@ -741,6 +759,18 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
     return kOk;
 }
 
+// The cache lines of rows order[0..count) of X (row length n0), into w.prefetch.
+template <class T>
+void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int64_t count) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+    int64_t k = 0;
+    for (int64_t r = 0; r < count; ++r) {
+        const T* row = X + order[r] * n0;
+        for (int64_t i = 0; i < n0; i += kLine) w.prefetch[k++] = row + i;
+    }
+    w.n_prefetch = k;
+}
+
 // theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V.
 template <class T>
 void apply_step(const Net& net, T* P, const T* G, T* V, T eta, T mu, T l2) {
@@ -800,6 +830,10 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                 w.labels[r] = y[row];
                 std::memcpy(w.Xb + r * n0, X + row * n0, sizeof(T) * static_cast<size_t>(n0));
             }
+            // The next block's rows are fetched from memory while this block is computed (rows
+            // come in a random order, which no hardware prefetcher can guess).
+            const int64_t next = j0 + R;
+            plan_prefetch(w, X, n0, order + next, n_order - next < kRowBlock ? n_order - next : kRowBlock);
             with_rows(R, [&](auto rows) {
                 constexpr int RR = decltype(rows)::value;
                 block_forward<T, RR>(w, w.Xb, n0);
