@@ -70,13 +70,6 @@ template <class T>
 inline void vstore(T* p, const vec<T>& v) {
     __builtin_memcpy(p, &v, sizeof v);
 }
-template <class T>
-inline T hsum(const vec<T>& v) {
-    T s = 0;
-    for (int64_t k = 0; k < kLanes<T>; ++k) s += v[k];
-    return s;
-}
-
 inline float xexp(float x) { return __builtin_expf(x); }
 inline double xexp(double x) { return __builtin_exp(x); }
 inline float xlog(float x) { return __builtin_logf(x); }
@@ -89,16 +82,6 @@ template <class T>
 inline T softplus(T x) {
     return (x > 0 ? x : T(0)) + xlog1p(xexp(x > 0 ? -x : x));
 }
-// Derivative of the activation, from its output a = f(z).
-template <class T>
-inline T activation_slope(int act, T a) {
-    switch (act) {
-        case kTanh: return T(1) - a * a;
-        case kRelu: return a > 0 ? T(1) : T(0);
-        default: return a * (T(1) - a);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Vectorised exp and sigmoid (one 64-byte chunk at a time), so that activations cost a few
 // instructions per unit instead of a libm call each.
@@ -284,12 +267,12 @@ void unpack(const Net& net, const T* P, T* theta) {
 // Dense-layer kernels for a block of R rows (R a compile-time constant, so the accumulators
 // live in registers).
 
-// z (R x ldw) = x (R rows of stride ldx, n_in columns) W (n_in x ldw) + b.
+// z (R x ldw) = x (the R rows xr[r], n_in columns each) W (n_in x ldw) + b.
 // z overwritten.
 // While it runs, it prefetches the first n_prefetch addresses of `prefetch`, one per input (the
 // next mini-batch's rows, so that their trip from memory overlaps this arithmetic).
 template <class T, int R>
-void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z,
+void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z,
                    const void* const* prefetch = nullptr, int64_t n_prefetch = 0) {
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> acc[R];
@@ -297,12 +280,14 @@ void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) acc[r] = bv;
         const T* w = W + c;
-        const T* xi = x;
-        for (int64_t i = 0; i < n_in; ++i, w += ldw, ++xi) {
+        const T* x[R];
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) x[r] = xr[r];
+        for (int64_t i = 0; i < n_in; ++i, w += ldw) {
             if (i < n_prefetch) __builtin_prefetch(prefetch[i], 0, FASTGD_PREFETCH_LOCALITY);
             const vec<T> wv = vload(w);
 #pragma GCC unroll 32
-            for (int r = 0; r < R; ++r) acc[r] += xi[r * ldx] * wv;
+            for (int r = 0; r < R; ++r) acc[r] += x[r][i] * wv;
         }
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) vstore(z + r * ldw + c, acc[r]);
@@ -310,13 +295,15 @@ void dense_forward(const T* x, int64_t ldx, int64_t n_in, const T* W, const T* b
     }
 }
 
-// W (n_in x ldw) += x^T (scale * d) and b += column sums of (scale * d), where x is R rows of
-// stride ldx and d is R rows of stride ldw. Accumulates into W and b: with W, b the parameters
+// W (n_in x ldw) += x^T (scale * d) and b += column sums of (scale * d), where x is the R rows
+// xr[r] and d is R rows of stride ldw. Accumulates into W and b: with W, b the parameters
 // and scale = -eta/m this is a fused SGD step; with a gradient buffer and scale = 1/m it
 // accumulates the gradient.
 template <class T, int R>
-void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scale, T* W, T* b,
-                       int64_t ldw) {
+void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T* W, T* b, int64_t ldw) {
+    const T* x[R];
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) x[r] = xr[r];
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> dv[R];
         vec<T> bv = vload(b + c);
@@ -334,7 +321,7 @@ void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scal
 #pragma GCC unroll 32
             for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16
-                for (int u = 0; u < kUnroll; ++u) acc[u] += x[r * ldx + i + u] * dv[r];
+                for (int u = 0; u < kUnroll; ++u) acc[u] += x[r][i + u] * dv[r];
             }
 #pragma GCC unroll 16
             for (int u = 0; u < kUnroll; ++u) vstore(W + (i + u) * ldw + c, acc[u]);
@@ -342,7 +329,7 @@ void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scal
         for (; i < n_in; ++i) {
             vec<T> acc = vload(W + i * ldw + c);
 #pragma GCC unroll 32
-            for (int r = 0; r < R; ++r) acc += x[r * ldx + i] * dv[r];
+            for (int r = 0; r < R; ++r) acc += x[r][i] * dv[r];
             vstore(W + i * ldw + c, acc);
         }
     }
@@ -352,8 +339,11 @@ void dense_rank_update(const T* x, int64_t ldx, int64_t n_in, const T* d, T scal
 // block of R rows: g = x^T d / m, plus l2 W on the weights; with momentum V = mu V - eta g and
 // W += V, without it W -= eta g. W, b, VW, Vb are updated in place.
 template <class T, int R, bool kMomentum>
-void dense_step(const T* x, int64_t ldx, int64_t n_in, const T* d, T inv_m, T eta, T mu, T l2, T* W, T* b,
-                T* VW, T* Vb, int64_t ldw) {
+void dense_step(const T* const* xr, int64_t n_in, const T* d, T inv_m, T eta, T mu, T l2, T* W, T* b, T* VW,
+                T* Vb, int64_t ldw) {
+    const T* x[R];
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r) x[r] = xr[r];
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> dv[R];
         vec<T> gb = vec<T>{};
@@ -382,7 +372,7 @@ void dense_step(const T* x, int64_t ldx, int64_t n_in, const T* d, T inv_m, T et
 #pragma GCC unroll 32
                 for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16
-                    for (int u = 0; u < kUnroll; ++u) g[u] += x[r * ldx + i + u] * dv[r];
+                    for (int u = 0; u < kUnroll; ++u) g[u] += x[r][i + u] * dv[r];
                 }
 #pragma GCC unroll 16
                 for (int u = 0; u < kUnroll; ++u) {
@@ -399,7 +389,7 @@ void dense_step(const T* x, int64_t ldx, int64_t n_in, const T* d, T inv_m, T et
                     const vec<T> wv = vload(W + (i + u) * ldw + c);
                     vec<T> g = wv * l2;
 #pragma GCC unroll 32
-                    for (int r = 0; r < R; ++r) g += x[r * ldx + i + u] * dv[r];
+                    for (int r = 0; r < R; ++r) g += x[r][i + u] * dv[r];
                     if (kMomentum) {
                         const vec<T> v = vload(VW + (i + u) * ldw + c) * mu - eta * g;
                         vstore(VW + (i + u) * ldw + c, v);
@@ -415,18 +405,26 @@ void dense_step(const T* x, int64_t ldx, int64_t n_in, const T* d, T inv_m, T et
 
 // Backpropagate the deltas through one layer:
 // dprev[r, i] = f'(aprev[r, i]) * sum_c W[i, c] d[r, c] for i < n_in, 0 in the padding.
-// d is R rows of stride ldw (its padding is zero); aprev and dprev R rows of stride ldp.
+// d is R rows of stride ldw (n_out real columns); aprev and dprev R rows of stride ldp. The
+// weights are first transposed into WT (n_out x ldp, padding zero), so that each row's sum is a
+// few vector multiply-adds along i instead of one horizontal sum per (r, i).
 template <class T>
-void dense_backprop(int R, const T* W, int64_t ldw, int64_t n_in, const T* d, const T* aprev,
-                    int64_t ldp, int act, T* dprev) {
+void dense_backprop(int R, const T* W, int64_t ldw, int64_t n_in, int64_t n_out, const T* d, const T* aprev,
+                    int64_t ldp, int act, T* dprev, T* WT) {
+    for (int64_t c = 0; c < n_out; ++c) {
+        for (int64_t i = 0; i < n_in; ++i) WT[c * ldp + i] = W[i * ldw + c];
+        for (int64_t i = n_in; i < ldp; ++i) WT[c * ldp + i] = 0;
+    }
     for (int r = 0; r < R; ++r) {
         const T* dr = d + r * ldw;
-        for (int64_t i = 0; i < n_in; ++i) {
-            vec<T> s = vload(W + i * ldw) * vload(dr);
-            for (int64_t c = kLanes<T>; c < ldw; c += kLanes<T>) s += vload(W + i * ldw + c) * vload(dr + c);
-            dprev[r * ldp + i] = hsum<T>(s) * activation_slope(act, aprev[r * ldp + i]);
+        for (int64_t i = 0; i < ldp; i += kLanes<T>) {
+            vec<T> s = vec<T>{};
+            for (int64_t c = 0; c < n_out; ++c) s += dr[c] * vload(WT + c * ldp + i);
+            const vec<T> a = vload(aprev + r * ldp + i);
+            const vec<T> slope = act == kTanh ? T(1) - a * a : act == kRelu ? (a > 0 ? vec<T>{} + T(1) : vec<T>{})
+                                                                           : a * (T(1) - a);
+            vstore(dprev + r * ldp + i, s * slope);
         }
-        for (int64_t i = n_in; i < ldp; ++i) dprev[r * ldp + i] = 0;
     }
 }
 
@@ -441,7 +439,9 @@ struct Work {
     T* Zout;     // output layer's weighted inputs, kRowBlock x ld[L]
     T* D0;       // deltas, kRowBlock x max_ld, two buffers used in turn
     T* D1;
-    T* Xb;       // gathered input rows, kRowBlock x n[0]
+    T* WT;       // a layer's weights transposed, max_ld x max_ld
+    const T* const* Arows;  // Arows[l * kRowBlock + r]: row r of A[l], for l = 1..L
+    const T* rows[kRowBlock];  // the block's input rows (rows of X)
     int64_t labels[kRowBlock];
     const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
     int64_t n_prefetch;
@@ -453,18 +453,21 @@ int64_t work_size(const Net& net) {
     for (int l = 1; l <= net.L; ++l) s += round_up(kRowBlock * net.ld[l], kPad<T>);
     s += round_up(kRowBlock * net.ld[net.L], kPad<T>);
     s += 2 * round_up(kRowBlock * net.max_ld, kPad<T>);
-    s += round_up(kRowBlock * net.n[0], kPad<T>);
+    s += round_up(net.max_ld * net.max_ld, kPad<T>);
     return s;
 }
 
-// Carve the scratch arrays out of `mem` (work_size elements) and a pointer table out of `Aptrs`.
+// Carve the scratch arrays out of `mem` (work_size elements), and pointer tables out of `Aptrs`
+// (L + 1 entries) and `Arows` ((L + 1) * kRowBlock entries).
 template <class T>
-void work_attach(Work<T>& w, T* mem, T** Aptrs) {
+void work_attach(Work<T>& w, T* mem, T** Aptrs, const T** Arows) {
     const Net& net = w.net;
     w.A = Aptrs;
     w.A[0] = nullptr;
+    w.Arows = Arows;
     for (int l = 1; l <= net.L; ++l) {
         w.A[l] = mem;
+        for (int r = 0; r < kRowBlock; ++r) Arows[l * kRowBlock + r] = mem + r * net.ld[l];
         mem += round_up(kRowBlock * net.ld[l], kPad<T>);
     }
     w.Zout = mem;
@@ -473,7 +476,7 @@ void work_attach(Work<T>& w, T* mem, T** Aptrs) {
     mem += round_up(kRowBlock * net.max_ld, kPad<T>);
     w.D1 = mem;
     mem += round_up(kRowBlock * net.max_ld, kPad<T>);
-    w.Xb = mem;
+    w.WT = mem;
 }
 
 // Apply the hidden activation in place to R rows of stride ld (n real columns; the padding may
@@ -490,18 +493,17 @@ void activate_rows(int act, int R, T* z, int64_t ld, int64_t n) {
     }
 }
 
-// Forward pass of R rows x (stride ldx): hidden activations into A[1..L-1], the output layer's
+// Forward pass of the R input rows w.rows: hidden activations into A[1..L-1], the output layer's
 // weighted inputs into Zout and its activations into A[L] (padding columns zero).
 template <class T, int R>
-void block_forward(Work<T>& w, const T* x, int64_t ldx) {
+void block_forward(Work<T>& w) {
     const Net& net = w.net;
-    const T* in = x;
-    int64_t ldin = ldx;
     for (int l = 0; l < net.L; ++l) {
         const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
         const bool output = l == net.L - 1;
         T* z = output ? w.Zout : w.A[l + 1];
-        dense_forward<T, R>(in, ldin, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
+        const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
+        dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
                             l == 0 ? w.n_prefetch : 0);
         if (!output) {
             activate_rows<T>(net.act, R, z, ldo, nout);
@@ -524,8 +526,6 @@ void block_forward(Work<T>& w, const T* x, int64_t ldx) {
                 for (int64_t j = nout; j < ldo; ++j) ar[j] = 0;
             }
         }
-        in = z;
-        ldin = ldo;
     }
 }
 
@@ -585,27 +585,27 @@ struct Update {
 // each layer from the last, backpropagate the deltas with the layer's weights as they were,
 // then apply the update to that layer.
 template <class T, int R>
-void block_backward(Work<T>& w, const T* x, int64_t ldx, const Update<T>& up) {
+void block_backward(Work<T>& w, const Update<T>& up) {
     const Net& net = w.net;
     T* d = w.D0;
     T* dnext = w.D1;
     for (int l = net.L - 1; l >= 0; --l) {
         const int64_t ldo = net.ld[l + 1];
         if (l > 0)
-            dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], d, w.A[l], net.ld[l], net.act, dnext);
-        const T* in = l == 0 ? x : w.A[l];
-        const int64_t ldin = l == 0 ? ldx : net.ld[l];
+            dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], net.n[l + 1], d, w.A[l], net.ld[l], net.act,
+                              dnext, w.WT);
+        const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
         const int64_t wo = net.woff[l], bo = net.boff[l];
         switch (up.kind) {
             case Update<T>::kAccumulate:
-                dense_rank_update<T, R>(in, ldin, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo);
+                dense_rank_update<T, R>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo);
                 break;
             case Update<T>::kStep:
-                dense_step<T, R, false>(in, ldin, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
+                dense_step<T, R, false>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
                                         nullptr, nullptr, ldo);
                 break;
             case Update<T>::kMomentumStep:
-                dense_step<T, R, true>(in, ldin, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
+                dense_step<T, R, true>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
                                        up.V + wo, up.V + bo, ldo);
                 break;
         }
@@ -633,6 +633,12 @@ inline void with_rows(int rows, F&& f) {
     }
 }
 
+// The block's input rows are R consecutive rows of X, starting at x.
+template <class T>
+void set_rows(Work<T>& w, const T* x, int64_t n0, int R) {
+    for (int r = 0; r < R; ++r) w.rows[r] = x + r * n0;
+}
+
 // Everything one call needs: the packed parameters, optional packed buffers, the block scratch.
 template <class T>
 struct Session {
@@ -642,7 +648,8 @@ struct Session {
     T* G = nullptr;  // packed gradient
     T* V = nullptr;  // packed velocity
     T** Aptrs = nullptr;
-    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, nullptr, 0};
+    const T** Arows = nullptr;
+    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, {}, nullptr, 0};
 
     bool open(const Model& model, bool with_grad, bool with_velocity) {
         if (!net.template init<T>(model)) return false;
@@ -651,9 +658,10 @@ struct Session {
         const size_t bytes = static_cast<size_t>(total) * sizeof(T);
         mem = static_cast<T*>(std::aligned_alloc(static_cast<size_t>(kPadBytes), bytes));
         Aptrs = static_cast<T**>(std::malloc(sizeof(T*) * static_cast<size_t>(net.L + 1)));
+        Arows = static_cast<const T**>(std::malloc(sizeof(T*) * static_cast<size_t>((net.L + 1) * kRowBlock)));
         work.prefetch = static_cast<const void**>(
             std::malloc(sizeof(void*) * static_cast<size_t>(kRowBlock * lines_per_row<T>(net.n[0]))));
-        if (!mem || !Aptrs || !work.prefetch) return false;
+        if (!mem || !Aptrs || !Arows || !work.prefetch) return false;
         std::memset(mem, 0, bytes);
         T* base = mem;
         P = base;
@@ -667,7 +675,7 @@ struct Session {
             base += p;
         }
         work.P = P;
-        work_attach(work, base, Aptrs);
+        work_attach(work, base, Aptrs, Arows);
         return true;
     }
     Session() = default;
@@ -676,6 +684,7 @@ struct Session {
     ~Session() {
         std::free(mem);
         std::free(Aptrs);
+        std::free(Arows);
         std::free(work.prefetch);
     }
 };
@@ -691,7 +700,8 @@ int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out)
     const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        set_rows(s.work, X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
         for (int r = 0; r < R; ++r)
             std::memcpy(out + (j0 + r) * nout, s.work.A[s.net.L] + r * ldo, sizeof(T) * static_cast<size_t>(nout));
     }
@@ -706,7 +716,8 @@ int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t
     const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        set_rows(s.work, X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
         for (int r = 0; r < R; ++r) {
             const T* a = s.work.A[s.net.L] + r * ldo;
             int64_t best = 0;
@@ -728,7 +739,8 @@ int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
         for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work, X + j0 * n0, n0); });
+        set_rows(s.work, X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
         total += block_cost<T>(s.work, R, nullptr);
     }
     *mean_cost = total / static_cast<double>(n);
@@ -747,11 +759,12 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
         for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
+        set_rows(s.work, X + j0 * n0, n0, R);
         with_rows(R, [&](auto rows) {
             constexpr int RR = decltype(rows)::value;
-            block_forward<T, RR>(s.work, X + j0 * n0, n0);
+            block_forward<T, RR>(s.work);
             total += block_cost<T>(s.work, RR, s.work.D0);
-            block_backward<T, RR>(s.work, X + j0 * n0, n0, up);
+            block_backward<T, RR>(s.work, up);
         });
     }
     unpack(s.net, s.G, out);
@@ -828,7 +841,7 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
             for (int r = 0; r < R; ++r) {
                 const int64_t row = order[j0 + r];
                 w.labels[r] = y[row];
-                std::memcpy(w.Xb + r * n0, X + row * n0, sizeof(T) * static_cast<size_t>(n0));
+                w.rows[r] = X + row * n0;
             }
             // The next block's rows are fetched from memory while this block is computed (rows
             // come in a random order, which no hardware prefetcher can guess).
@@ -836,9 +849,9 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
             plan_prefetch(w, X, n0, order + next, n_order - next < kRowBlock ? n_order - next : kRowBlock);
             with_rows(R, [&](auto rows) {
                 constexpr int RR = decltype(rows)::value;
-                block_forward<T, RR>(w, w.Xb, n0);
+                block_forward<T, RR>(w);
                 total += block_cost<T>(w, RR, w.D0);
-                block_backward<T, RR>(w, w.Xb, n0, up);
+                block_backward<T, RR>(w, up);
             });
         }
         if (!fused) apply_step(s.net, s.P, s.G, use_momentum ? s.V : nullptr, eta, mu, l2);
