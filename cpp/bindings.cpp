@@ -317,7 +317,7 @@ py::dict build_info() {
     info["isas_built"] = built;
     info["isas_supported"] = supported;
     info["isa"] = fastgd::active_isa();
-    info["threads"] = 1;
+    info["threads"] = fastgd::thread_count();
     info["pybind11"] = FASTGD_STR(PYBIND11_VERSION_MAJOR) "." FASTGD_STR(PYBIND11_VERSION_MINOR) "." FASTGD_STR(
         PYBIND11_VERSION_PATCH);
     return info;

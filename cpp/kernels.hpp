@@ -59,6 +59,14 @@ struct Kernels {
                        double l2, StopFn stop, void* stop_ctx, double* mean_cost);
 };
 
+// Runs fn(ctx, t) for every task t in [0, tasks), on the calling thread and on fastgd's worker
+// threads (threads.cpp), and returns when all are done. Tasks must be independent; which thread
+// runs which task is not fixed, so each task writes only its own outputs. A call made while
+// another call is using the workers runs all its tasks on the calling thread.
+void parallel_run(int tasks, void (*fn)(void* ctx, int task), void* ctx);
+// Threads parallel_run uses: $FASTGD_NUM_THREADS if set, else the number of CPUs (at most 64).
+int thread_count();
+
 // The kernels for the best instruction set this CPU supports (or the one named by
 // $FASTGD_ISA: "baseline", "avx2" or "avx512", if it is built and supported).
 const Kernels<float>& kernels_f32();

@@ -433,7 +433,7 @@ void dense_backprop(int R, const T* W, int64_t ldw, int64_t n_in, int64_t n_out,
 
 template <class T>
 struct Work {
-    const Net& net;
+    const Net* net;
     T* P;        // packed parameters
     T** A;       // A[l], l = 1..L: activations of layer l, kRowBlock rows of stride ld[l]
     T* Zout;     // output layer's weighted inputs, kRowBlock x ld[L]
@@ -461,7 +461,7 @@ int64_t work_size(const Net& net) {
 // (L + 1 entries) and `Arows` ((L + 1) * kRowBlock entries).
 template <class T>
 void work_attach(Work<T>& w, T* mem, T** Aptrs, const T** Arows) {
-    const Net& net = w.net;
+    const Net& net = *w.net;
     w.A = Aptrs;
     w.A[0] = nullptr;
     w.Arows = Arows;
@@ -497,7 +497,7 @@ void activate_rows(int act, int R, T* z, int64_t ld, int64_t n) {
 // weighted inputs into Zout and its activations into A[L] (padding columns zero).
 template <class T, int R>
 void block_forward(Work<T>& w) {
-    const Net& net = w.net;
+    const Net& net = *w.net;
     for (int l = 0; l < net.L; ++l) {
         const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
         const bool output = l == net.L - 1;
@@ -533,7 +533,7 @@ void block_forward(Work<T>& w) {
 // also the output layer's deltas dC_row/dz into delta (R x ld[L], padding zero).
 template <class T>
 double block_cost(Work<T>& w, int R, T* delta) {
-    const Net& net = w.net;
+    const Net& net = *w.net;
     const int64_t nout = net.n[net.L], ldo = net.ld[net.L];
     double total = 0;
     for (int r = 0; r < R; ++r) {
@@ -586,7 +586,7 @@ struct Update {
 // then apply the update to that layer.
 template <class T, int R>
 void block_backward(Work<T>& w, const Update<T>& up) {
-    const Net& net = w.net;
+    const Net& net = *w.net;
     T* d = w.D0;
     T* dnext = w.D1;
     for (int l = net.L - 1; l >= 0; --l) {
@@ -639,43 +639,62 @@ void set_rows(Work<T>& w, const T* x, int64_t n0, int R) {
     for (int r = 0; r < R; ++r) w.rows[r] = x + r * n0;
 }
 
-// Everything one call needs: the packed parameters, optional packed buffers, the block scratch.
+// Gradients of mini-batches larger than one block are summed in kSlices parts, each part a run of
+// whole blocks with its own scratch and gradient buffer, and the parts are then added in a fixed
+// order: the result is the same however many threads share the parts.
+constexpr int kSlices = 4;
+
+// Everything one call needs: the packed parameters, optional packed buffers (velocity, one
+// gradient per slice), and the scratch of each slice.
 template <class T>
 struct Session {
     Net net;
     T* mem = nullptr;
     T* P = nullptr;
-    T* G = nullptr;  // packed gradient
     T* V = nullptr;  // packed velocity
-    T** Aptrs = nullptr;
-    const T** Arows = nullptr;
-    Work<T> work{net, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, {}, {}, nullptr, 0};
+    T* G[kSlices] = {};  // packed gradients
+    void* tables = nullptr;
+    int slices = 1;
+    Work<T> work[kSlices] = {};
 
-    bool open(const Model& model, bool with_grad, bool with_velocity) {
+    bool open(const Model& model, bool with_grad, bool with_velocity, int n_slices = 1) {
         if (!net.template init<T>(model)) return false;
+        slices = n_slices;
         const int64_t p = round_up(net.packed, kPad<T>);
-        const int64_t total = p * (1 + (with_grad ? 1 : 0) + (with_velocity ? 1 : 0)) + work_size<T>(net);
+        const int64_t ws = work_size<T>(net);
+        const int64_t total = p * (1 + (with_velocity ? 1 : 0) + (with_grad ? slices : 0)) + ws * slices;
         const size_t bytes = static_cast<size_t>(total) * sizeof(T);
+        // Per slice: A (L + 1 pointers), Arows ((L + 1) * kRowBlock), the prefetch list.
+        const size_t per_slice = static_cast<size_t>((net.L + 1) * (1 + kRowBlock) + kRowBlock * lines_per_row<T>(net.n[0]));
         mem = static_cast<T*>(std::aligned_alloc(static_cast<size_t>(kPadBytes), bytes));
-        Aptrs = static_cast<T**>(std::malloc(sizeof(T*) * static_cast<size_t>(net.L + 1)));
-        Arows = static_cast<const T**>(std::malloc(sizeof(T*) * static_cast<size_t>((net.L + 1) * kRowBlock)));
-        work.prefetch = static_cast<const void**>(
-            std::malloc(sizeof(void*) * static_cast<size_t>(kRowBlock * lines_per_row<T>(net.n[0]))));
-        if (!mem || !Aptrs || !Arows || !work.prefetch) return false;
+        tables = std::malloc(sizeof(void*) * per_slice * static_cast<size_t>(slices));
+        if (!mem || !tables) return false;
         std::memset(mem, 0, bytes);
         T* base = mem;
         P = base;
         base += p;
-        if (with_grad) {
-            G = base;
-            base += p;
-        }
         if (with_velocity) {
             V = base;
             base += p;
         }
-        work.P = P;
-        work_attach(work, base, Aptrs, Arows);
+        for (int k = 0; with_grad && k < slices; ++k) {
+            G[k] = base;
+            base += p;
+        }
+        void** t = static_cast<void**>(tables);
+        for (int k = 0; k < slices; ++k) {
+            Work<T>& w = work[k];
+            w.net = &net;
+            w.P = P;
+            T** Aptrs = reinterpret_cast<T**>(t);
+            t += net.L + 1;
+            const T** Arows = const_cast<const T**>(reinterpret_cast<T**>(t));
+            t += (net.L + 1) * kRowBlock;
+            w.prefetch = const_cast<const void**>(t);
+            t += kRowBlock * lines_per_row<T>(net.n[0]);
+            work_attach(w, base, Aptrs, Arows);
+            base += ws;
+        }
         return true;
     }
     Session() = default;
@@ -683,9 +702,7 @@ struct Session {
     Session& operator=(const Session&) = delete;
     ~Session() {
         std::free(mem);
-        std::free(Aptrs);
-        std::free(Arows);
-        std::free(work.prefetch);
+        std::free(tables);
     }
 };
 
@@ -700,10 +717,10 @@ int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out)
     const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        set_rows(s.work, X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
+        set_rows(s.work[0], X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
         for (int r = 0; r < R; ++r)
-            std::memcpy(out + (j0 + r) * nout, s.work.A[s.net.L] + r * ldo, sizeof(T) * static_cast<size_t>(nout));
+            std::memcpy(out + (j0 + r) * nout, s.work[0].A[s.net.L] + r * ldo, sizeof(T) * static_cast<size_t>(nout));
     }
     return kOk;
 }
@@ -716,10 +733,10 @@ int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t
     const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        set_rows(s.work, X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
+        set_rows(s.work[0], X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
         for (int r = 0; r < R; ++r) {
-            const T* a = s.work.A[s.net.L] + r * ldo;
+            const T* a = s.work[0].A[s.net.L] + r * ldo;
             int64_t best = 0;
             for (int64_t j = 1; j < nout; ++j)
                 if (a[j] > a[best]) best = j;
@@ -738,10 +755,10 @@ int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int
     double total = 0;
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
-        set_rows(s.work, X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work); });
-        total += block_cost<T>(s.work, R, nullptr);
+        for (int r = 0; r < R; ++r) s.work[0].labels[r] = y[j0 + r];
+        set_rows(s.work[0], X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
+        total += block_cost<T>(s.work[0], R, nullptr);
     }
     *mean_cost = total / static_cast<double>(n);
     return kOk;
@@ -754,20 +771,20 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
     if (!s.open(model, true, false)) return kNoMemory;
     pack(s.net, theta, s.P);
     const int64_t n0 = s.net.n[0];
-    const Update<T> up{Update<T>::kAccumulate, s.G, T(1) / static_cast<T>(n), 0, 0, 0, nullptr};
+    const Update<T> up{Update<T>::kAccumulate, s.G[0], T(1) / static_cast<T>(n), 0, 0, 0, nullptr};
     double total = 0;
     for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
         const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        for (int r = 0; r < R; ++r) s.work.labels[r] = y[j0 + r];
-        set_rows(s.work, X + j0 * n0, n0, R);
+        for (int r = 0; r < R; ++r) s.work[0].labels[r] = y[j0 + r];
+        set_rows(s.work[0], X + j0 * n0, n0, R);
         with_rows(R, [&](auto rows) {
             constexpr int RR = decltype(rows)::value;
-            block_forward<T, RR>(s.work);
-            total += block_cost<T>(s.work, RR, s.work.D0);
-            block_backward<T, RR>(s.work, up);
+            block_forward<T, RR>(s.work[0]);
+            total += block_cost<T>(s.work[0], RR, s.work[0].D0);
+            block_backward<T, RR>(s.work[0], up);
         });
     }
-    unpack(s.net, s.G, out);
+    unpack(s.net, s.G[0], out);
     *mean_cost = total / static_cast<double>(n);
     return kOk;
 }
@@ -785,23 +802,77 @@ void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int
 }
 
 // theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V.
+// (Biases take no l2.) The packed layout makes every region a whole number of vectors.
+template <class T>
+void step_region(T* w, const T* g, T* v, int64_t count, T eta, T mu, T l2) {
+    for (int64_t k = 0; k < count; k += kLanes<T>) {
+        const vec<T> wk = vload(w + k);
+        const vec<T> gk = vload(g + k) + l2 * wk;
+        if (v) {
+            const vec<T> vk = vload(v + k) * mu - eta * gk;
+            vstore(v + k, vk);
+            vstore(w + k, wk + vk);
+        } else {
+            vstore(w + k, wk - eta * gk);
+        }
+    }
+}
 template <class T>
 void apply_step(const Net& net, T* P, const T* G, T* V, T eta, T mu, T l2) {
     for (int l = 0; l < net.L; ++l) {
-        const int64_t nw = net.n[l] * net.ld[l + 1], nb = net.ld[l + 1];
-        T* w = P + net.woff[l];
-        const T* g = G + net.woff[l];
-        T* v = V ? V + net.woff[l] : nullptr;
-        for (int64_t k = 0; k < nw + nb; ++k) {
-            const T gk = k < nw ? g[k] + l2 * w[k] : g[k];
-            if (v) {
-                v[k] = mu * v[k] - eta * gk;
-                w[k] += v[k];
-            } else {
-                w[k] -= eta * gk;
-            }
-        }
+        const int64_t wo = net.woff[l], bo = net.boff[l];
+        step_region(P + wo, G + wo, V ? V + wo : nullptr, net.n[l] * net.ld[l + 1], eta, mu, l2);
+        step_region(P + bo, G + bo, V ? V + bo : nullptr, net.ld[l + 1], eta, mu, T(0));
     }
+}
+
+// One slice of a large mini-batch: its blocks' forward passes and costs, and their gradient
+// summed into the slice's own buffer.
+template <class T>
+struct SliceJob {
+    Session<T>* s;
+    const T* X;
+    const int64_t* y;
+    const int64_t* order;  // the mini-batch's rows
+    int64_t m;             // rows in the mini-batch
+    int slices;
+    double cost[kSlices];
+};
+
+template <class T>
+void run_slice(void* ctx, int slice) {
+    SliceJob<T>& job = *static_cast<SliceJob<T>*>(ctx);
+    Session<T>& s = *job.s;
+    Work<T>& w = s.work[slice];
+    const int64_t n0 = s.net.n[0];
+    const int64_t blocks = (job.m + kRowBlock - 1) / kRowBlock;
+    const int64_t first = blocks * slice / job.slices, last = blocks * (slice + 1) / job.slices;
+    const int64_t end = last * kRowBlock < job.m ? last * kRowBlock : job.m;
+    std::memset(s.G[slice], 0, sizeof(T) * static_cast<size_t>(s.net.packed));
+    const Update<T> up{Update<T>::kAccumulate, s.G[slice], T(1) / static_cast<T>(job.m), 0, 0, 0, nullptr};
+    double total = 0;
+    for (int64_t j0 = first * kRowBlock; j0 < end; j0 += kRowBlock) {
+        const int R = static_cast<int>(end - j0 < kRowBlock ? end - j0 : kRowBlock);
+        for (int r = 0; r < R; ++r) {
+            const int64_t row = job.order[j0 + r];
+            w.labels[r] = job.y[row];
+            w.rows[r] = job.X + row * n0;
+        }
+        const int64_t next = j0 + R;
+        plan_prefetch(w, job.X, n0, job.order + next, end - next < kRowBlock ? end - next : kRowBlock);
+        with_rows(R, [&](auto rows) {
+            constexpr int RR = decltype(rows)::value;
+            block_forward<T, RR>(w);
+            total += block_cost<T>(w, RR, w.D0);
+            block_backward<T, RR>(w, up);
+        });
+    }
+    job.cost[slice] = total;
+}
+
+template <class T>
+void add_into(T* a, const T* b, int64_t count) {
+    for (int64_t k = 0; k < count; k += kLanes<T>) vstore(a + k, vload(a + k) + vload(b + k));
 }
 
 template <class T>
@@ -809,43 +880,37 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                   int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
                   double l2_, StopFn stop, void* stop_ctx, double* mean_cost) {
     const bool use_momentum = momentum_ != 0.0;
-    // A mini-batch that fits in one block is stepped as its gradient is formed; a larger one
-    // accumulates its gradient over blocks in s.G first.
+    // A mini-batch that fits in one block is stepped as its gradient is formed. A larger one has
+    // its gradient summed in slices (run on as many threads as are available), then stepped.
     const bool fused = batch <= kRowBlock;
     Session<T> s;
-    if (!s.open(model, !fused, use_momentum)) return kNoMemory;
+    if (!s.open(model, !fused, use_momentum, fused ? 1 : kSlices)) return kNoMemory;
     pack(s.net, theta, s.P);
     if (use_momentum) pack(s.net, velocity, s.V);
     const T eta = static_cast<T>(eta_), mu = static_cast<T>(momentum_), l2 = static_cast<T>(l2_);
     const int64_t n0 = s.net.n[0];
-    Work<T>& w = s.work;
+    const int64_t packed = round_up(s.net.packed, kPad<T>);
+    Work<T>& w = s.work[0];
     double total = 0;
     int status = kOk;
     int64_t rows_since_check = 0;
     for (int64_t k = 0; k < n_order; k += batch) {
         const int64_t m = n_order - k < batch ? n_order - k : batch;
-        const T inv_m = T(1) / static_cast<T>(m);
-        Update<T> up{Update<T>::kAccumulate, s.G, inv_m, eta, mu, l2, s.V};
         if (fused) {
+            Update<T> up{Update<T>::kStep, nullptr, T(1) / static_cast<T>(m), eta, mu, l2, s.V};
             if (use_momentum)
                 up.kind = Update<T>::kMomentumStep;
-            else if (l2 != 0)
-                up.kind = Update<T>::kStep;
-            else
+            else if (l2 == 0)
                 up = Update<T>{Update<T>::kAccumulate, s.P, -eta / static_cast<T>(m), 0, 0, 0, nullptr};
-        } else {
-            std::memset(s.G, 0, sizeof(T) * static_cast<size_t>(s.net.packed));
-        }
-        for (int64_t j0 = k; j0 < k + m; j0 += kRowBlock) {
-            const int R = static_cast<int>(k + m - j0 < kRowBlock ? k + m - j0 : kRowBlock);
+            const int R = static_cast<int>(m);
             for (int r = 0; r < R; ++r) {
-                const int64_t row = order[j0 + r];
+                const int64_t row = order[k + r];
                 w.labels[r] = y[row];
                 w.rows[r] = X + row * n0;
             }
-            // The next block's rows are fetched from memory while this block is computed (rows
+            // The next mini-batch's rows are fetched from memory while this one is computed (rows
             // come in a random order, which no hardware prefetcher can guess).
-            const int64_t next = j0 + R;
+            const int64_t next = k + m;
             plan_prefetch(w, X, n0, order + next, n_order - next < kRowBlock ? n_order - next : kRowBlock);
             with_rows(R, [&](auto rows) {
                 constexpr int RR = decltype(rows)::value;
@@ -853,8 +918,14 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                 total += block_cost<T>(w, RR, w.D0);
                 block_backward<T, RR>(w, up);
             });
+        } else {
+            const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
+            SliceJob<T> job{&s, X, y, order + k, m, static_cast<int>(blocks < kSlices ? blocks : kSlices), {}};
+            parallel_run(job.slices, run_slice<T>, &job);
+            for (int j = 1; j < job.slices; ++j) add_into(s.G[0], s.G[j], packed);
+            for (int j = 0; j < job.slices; ++j) total += job.cost[j];
+            apply_step(s.net, s.P, s.G[0], use_momentum ? s.V : nullptr, eta, mu, l2);
         }
-        if (!fused) apply_step(s.net, s.P, s.G, use_momentum ? s.V : nullptr, eta, mu, l2);
         rows_since_check += m;
         if (stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
             rows_since_check = 0;

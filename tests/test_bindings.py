@@ -142,3 +142,30 @@ def test_every_instruction_set_agrees(core, tmp_path) -> None:  # noqa: ANN001
     base = results["baseline"]
     for isa, t in results.items():
         assert np.max(np.abs(t - base)) <= 1e-12 * np.max(np.abs(base)), isa
+
+
+@pytest.mark.parametrize("batch", [40, 100])
+def test_results_do_not_depend_on_the_thread_count(core, tmp_path, batch) -> None:  # noqa: ANN001
+    """Large mini-batches are summed in fixed slices, whatever the number of threads."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "case.npz", theta=rng.standard_normal(param_count([30, 20, 10])).astype(np.float32),
+             X=rng.random((500, 30)).astype(np.float32), y=rng.integers(0, 10, 500),
+             order=rng.permutation(500))  # fmt: skip
+    code = (
+        "import numpy as np, sys; from fastgd import _core; d = np.load(sys.argv[1]); t = d['theta'].copy();"
+        f"c = _core.train_epoch(t, np.array([30, 20, 10]), 0, 2, d['X'], d['y'], d['order'], {batch}, 0.5, 0.0,"
+        " None, 0.0); print(_core.build_info()['threads']); np.save(sys.argv[2], t)"
+    )
+    results = {}
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"t{threads}.npy"
+        env = dict(os.environ, FASTGD_NUM_THREADS=threads)
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert run.stdout.strip() == threads
+        results[threads] = np.load(out)
+    assert np.array_equal(results["1"], results["2"]) and np.array_equal(results["1"], results["3"])

@@ -1,0 +1,134 @@
+// fastgd's worker threads (see parallel_run in kernels.hpp).
+//
+// Compiled without any instruction-set flags: the kernels reach it only through two plain
+// functions, so no standard-library template is shared with the per-instruction-set builds.
+//
+// Workers are created on first use and live for the rest of the process. Between tasks a worker
+// spins briefly (a mini-batch's work is tens of microseconds, far shorter than waking a sleeping
+// thread), then sleeps on a condition variable.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace fastgd {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+class Pool {
+   public:
+    explicit Pool(int threads) : pid_(getpid()) {
+        for (int k = 1; k < threads; ++k) workers_.emplace_back([this] { work(); });
+        for (auto& t : workers_) t.detach();  // never joined: the pool lives as long as the process
+    }
+
+    bool owned_by_this_process() const { return pid_ == getpid(); }
+
+    // False if another call is using the pool (the caller then runs its tasks itself).
+    bool run(int tasks, void (*fn)(void*, int), void* ctx) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            fn_ = fn;
+            ctx_ = ctx;
+            tasks_ = tasks;
+            next_.store(0, std::memory_order_relaxed);
+            done_.store(0, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        drain(fn, ctx, tasks);
+        while (done_.load(std::memory_order_acquire) < tasks) cpu_relax();
+        return true;
+    }
+
+   private:
+    void drain(void (*fn)(void*, int), void* ctx, int tasks) {
+        for (int t; (t = next_.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
+            fn(ctx, t);
+            done_.fetch_add(1, std::memory_order_release);
+        }
+    }
+
+    void work() {
+        unsigned long seen = 0;
+        for (;;) {
+            unsigned long g;
+            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+            while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+                if (std::chrono::steady_clock::now() < spin_until) {
+                    for (int k = 0; k < 64; ++k) cpu_relax();
+                    continue;
+                }
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            }
+            seen = g;
+            void (*fn)(void*, int);
+            void* ctx;
+            int tasks;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                fn = fn_;
+                ctx = ctx_;
+                tasks = tasks_;
+            }
+            drain(fn, ctx, tasks);
+        }
+    }
+
+    const pid_t pid_;
+    std::vector<std::thread> workers_;
+    std::mutex busy_, mutex_;
+    std::condition_variable wake_;
+    std::atomic<unsigned long> generation_{0};
+    std::atomic<int> next_{0}, done_{0};
+    void (*fn_)(void*, int) = nullptr;
+    void* ctx_ = nullptr;
+    int tasks_ = 0;
+};
+
+std::mutex pool_mutex;
+Pool* pool = nullptr;  // leaked on purpose: detached workers may still be using it at exit
+
+}  // namespace
+
+int thread_count() {
+    static const int count = [] {
+        const char* env = std::getenv("FASTGD_NUM_THREADS");
+        long n = env && *env ? std::strtol(env, nullptr, 10) : static_cast<long>(std::thread::hardware_concurrency());
+        if (n < 1) n = 1;
+        if (n > 64) n = 64;
+        return static_cast<int>(n);
+    }();
+    return count;
+}
+
+void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
+    if (tasks > 1 && thread_count() > 1) {
+        Pool* p;
+        {
+            std::lock_guard<std::mutex> lock(pool_mutex);
+            // After fork() the child has none of the parent's workers: start its own.
+            if (!pool || !pool->owned_by_this_process()) pool = new Pool(thread_count());
+            p = pool;
+        }
+        if (p->run(tasks, fn, ctx)) return;
+    }
+    for (int t = 0; t < tasks; ++t) fn(ctx, t);
+}
+
+}  // namespace fastgd
