@@ -709,19 +709,34 @@ struct Session {
 // ---------------------------------------------------------------------------------------------
 // Entry points.
 
+// The forward pass over n consecutive rows of X, a block at a time, calling done(j0, R) after each
+// block of R rows starting at row j0 (its outputs are then in A[L], its labels, when y is given,
+// in labels).
+template <class T, class F>
+void forward_blocks(Session<T>& s, const T* X, const int64_t* y, int64_t n, F&& done) {
+    Work<T>& w = s.work[0];
+    const int64_t n0 = s.net.n[0];
+    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
+        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
+        if (y)
+            for (int r = 0; r < R; ++r) w.labels[r] = y[j0 + r];
+        set_rows(w, X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(w); });
+        done(j0, R);
+    }
+}
+
 template <class T>
 int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out) {
     Session<T> s;
     if (!s.open(model, false, false)) return kNoMemory;
     pack(s.net, theta, s.P);
-    const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
-    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
-        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        set_rows(s.work[0], X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
+    const int64_t nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
+    const T* a = s.work[0].A[s.net.L];
+    forward_blocks(s, X, nullptr, n, [&](int64_t j0, int R) {
         for (int r = 0; r < R; ++r)
-            std::memcpy(out + (j0 + r) * nout, s.work[0].A[s.net.L] + r * ldo, sizeof(T) * static_cast<size_t>(nout));
-    }
+            std::memcpy(out + (j0 + r) * nout, a + r * ldo, sizeof(T) * static_cast<size_t>(nout));
+    });
     return kOk;
 }
 
@@ -730,19 +745,17 @@ int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t
     Session<T> s;
     if (!s.open(model, false, false)) return kNoMemory;
     pack(s.net, theta, s.P);
-    const int64_t n0 = s.net.n[0], nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
-    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
-        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        set_rows(s.work[0], X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
+    const int64_t nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
+    const T* a = s.work[0].A[s.net.L];
+    forward_blocks(s, X, nullptr, n, [&](int64_t j0, int R) {
         for (int r = 0; r < R; ++r) {
-            const T* a = s.work[0].A[s.net.L] + r * ldo;
+            const T* ar = a + r * ldo;
             int64_t best = 0;
             for (int64_t j = 1; j < nout; ++j)
-                if (a[j] > a[best]) best = j;
+                if (ar[j] > ar[best]) best = j;
             labels[j0 + r] = best;
         }
-    }
+    });
     return kOk;
 }
 
@@ -751,15 +764,8 @@ int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int
     Session<T> s;
     if (!s.open(model, false, false)) return kNoMemory;
     pack(s.net, theta, s.P);
-    const int64_t n0 = s.net.n[0];
     double total = 0;
-    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
-        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        for (int r = 0; r < R; ++r) s.work[0].labels[r] = y[j0 + r];
-        set_rows(s.work[0], X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(s.work[0]); });
-        total += block_cost<T>(s.work[0], R, nullptr);
-    }
+    forward_blocks(s, X, y, n, [&](int64_t, int R) { total += block_cost<T>(s.work[0], R, nullptr); });
     *mean_cost = total / static_cast<double>(n);
     return kOk;
 }
