@@ -18,7 +18,7 @@ def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
 
 def test_version_and_help() -> None:
     assert run("--version").stdout.strip() == f"fastgd {fastgd.__version__}"
-    for cmd in ("train", "gradcheck", "info"):
+    for cmd in ("train", "gradcheck", "info", "bench"):
         out = run(cmd, "--help").stdout
         assert "usage: fastgd " + cmd in out
 

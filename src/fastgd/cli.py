@@ -99,6 +99,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_command
+
+    return run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgd", description="Train fully connected networks on MNIST by gradient descent, fast."
@@ -127,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=int, default=None, help="check a random subset of parameters")
     p.add_argument("--tol", type=float, default=1e-4, help="exit 1 if the worst relative error exceeds this")
     p.set_defaults(func=cmd_gradcheck)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="time Network.fit and predict per backend, dtype and batch size",
+                       description="Time one epoch of Network.fit (the book's 784-16-16-10, sigmoid, quadratic "
+                       "cost, plain SGD, eta 3.0) per backend x dtype x batch size, and predict over the test "
+                       "images. --roofline also measures the matrix-multiply peak and shows each time as a "
+                       "multiple of its compute bound; --peers runs benchmarks/peers.py.")  # fmt: skip
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="version, backends, build and data location")
     p.set_defaults(func=cmd_info)
