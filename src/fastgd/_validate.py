@@ -14,8 +14,13 @@ import numpy as np
 from .errors import DataError
 
 
-def as_features(X: Any, n_features: int, dtype: np.dtype[Any], name: str = "X") -> np.ndarray:
+def as_features(
+    X: Any, n_features: int, dtype: np.dtype[Any], name: str = "X", check_finite: bool = True
+) -> np.ndarray:
     """``X`` as a C-contiguous ``(n, n_features)`` array of ``dtype``, after checking it.
+
+    ``check_finite=False`` skips the pass over the values looking for NaN and infinity (for
+    callers that detect a non-finite result anyway and then call :func:`check_finite`).
 
     Raises
     ------
@@ -37,10 +42,16 @@ def as_features(X: Any, n_features: int, dtype: np.dtype[Any], name: str = "X") 
     if arr.shape[0] == 0:
         raise DataError(f"{name} has no rows")
     arr = np.ascontiguousarray(arr, dtype=dtype)
+    if check_finite:
+        check_all_finite(arr, name)
+    return arr
+
+
+def check_all_finite(arr: np.ndarray, name: str = "X") -> None:
+    """Raise DataError naming the first NaN or infinite entry of the 2-D ``arr``, if any."""
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise DataError(f"{name} holds a non-finite value ({arr[tuple(bad)]}) at row {bad[0]}, column {bad[1]}")
-    return arr
 
 
 def as_labels(y: Any, n: int, n_classes: int, name: str = "y") -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backends
-from ._validate import as_features, as_labels, check_positive_int
+from ._validate import as_features, as_labels, check_all_finite, check_positive_int
 from .errors import DataError, DivergenceError
 from .optim import Optimizer, resolve_optimizer
 
@@ -355,7 +355,9 @@ class Network:
             they were before the failing epoch.
         """
         opt = resolve_optimizer(optimizer, eta)
-        Xc = self._X(X)
+        # X is searched for NaN and infinity only if an epoch ends non-finite (a NaN input always
+        # makes the cost or the parameters NaN): a pass over a large X costs as much as an epoch.
+        Xc = as_features(X, self.sizes[0], self.dtype, "X", check_finite=False)
         yc = self._y(y, Xc.shape[0])
         n = Xc.shape[0]
         epochs = check_positive_int("epochs", epochs, allow_zero=True)
@@ -388,6 +390,7 @@ class Network:
                 seconds = time.perf_counter() - t0
                 if not (math.isfinite(train_cost) and np.isfinite(self.theta).all()):
                     self.theta[:] = before
+                    check_all_finite(Xc, "X")
                     raise DivergenceError(
                         f"training diverged in epoch {first + e}: the cost became {train_cost} with "
                         f"eta={eta_e:g}; the parameters are left as they were before that epoch. "

@@ -166,17 +166,25 @@ def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> float:
 # The five functions of the backend contract
 
 
+# Like the compiled backends, the reference computes quietly with non-finite values (a diverging
+# run, a NaN input) and leaves them in its results, which its callers check.
+_quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
+
+@_quiet
 def forward(theta, sizes, activation, cost, X):
     """Output activations ``(n, sizes[-1])`` in theta's dtype."""
     zs, activations = _forward(_layers(theta, sizes), int(activation), int(cost), X)
     return activations[-1]
 
 
+@_quiet
 def predict(theta, sizes, activation, cost, X):
     """Index of the largest output activation of each row (first on ties), int64 ``(n,)``."""
     return np.argmax(forward(theta, sizes, activation, cost, X), axis=1).astype(np.int64)
 
 
+@_quiet
 def cost(theta, sizes, activation, cost, X, y):
     """Mean cost over the rows (no regularisation term), as a Python float."""
     n = X.shape[0]
@@ -185,12 +193,14 @@ def cost(theta, sizes, activation, cost, X, y):
     return float(np.sum(_row_costs(zs[-1], activations[-1], Y, int(cost)), dtype=np.float64)) / max(n, 1)
 
 
+@_quiet
 def grad(theta, sizes, activation, cost, X, y, out):
     """Overwrite ``out`` with the gradient of the mean cost over the rows; return the mean cost."""
     n = X.shape[0]
     return _backprop(theta, sizes, int(activation), int(cost), X, y, out) / max(n, 1)
 
 
+@_quiet
 def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
     """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost."""
     activation, cost, batch_size = int(activation), int(cost), int(batch_size)
