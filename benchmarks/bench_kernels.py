@@ -99,7 +99,7 @@ def test_train_epoch(
         return epoch_args(theta, order), {}
 
     warmup = 0 if backend.name == "numpy" else 1  # an untimed epoch first (caches, page faults)
-    cost = benchmark.pedantic(backend.module.train_epoch, setup=setup, rounds=rounds, warmup_rounds=warmup)
+    cost, _ = benchmark.pedantic(backend.module.train_epoch, setup=setup, rounds=rounds, warmup_rounds=warmup)
     final = thetas[-1]
 
     # Every round started from the same parameters and must end at the same ones, bit for bit.
@@ -113,7 +113,7 @@ def test_train_epoch(
         got, got_cost = final, float(cost)
     else:
         got = workload.theta0(dtype)
-        got_cost = float(backend.module.train_epoch(*epoch_args(got, np.ascontiguousarray(order[:compared]))))
+        got_cost = float(backend.module.train_epoch(*epoch_args(got, np.ascontiguousarray(order[:compared])))[0])
     ref, ref_cost = reference.epoch(batch, compared)
     tol = RTOL64_EPOCH if dtype == "float64" else RTOL32_EPOCH
     what = f"{backend.name} {dtype} batch {batch}, parameters after {compared} rows vs the float64 reference"

@@ -255,7 +255,7 @@ class Reference:
             theta = theta.copy()
             X, y = self.work.train("float64")
             t0 = time.perf_counter()
-            mean = self.module.train_epoch(
+            mean, _ = self.module.train_epoch(
                 theta, self.work.sizes, ACT_CODE, COST_CODE, X, y, self.work.order[start:rows], batch, ETA,
                 0.0, None, 0.0,
             )  # fmt: skip

@@ -237,9 +237,10 @@ double grad(const py::array& theta, const py::array& sizes, int activation, int 
 }
 
 template <class T>
-double train_epoch_t(const Net& net, py::array& theta, const py::array& X, const py::array& y, const py::array& order,
+py::tuple train_epoch_t(const Net& net, py::array& theta, const py::array& X, const py::array& y, const py::array& order,
                      int64_t batch, double eta, double momentum, T* velocity, double l2) {
     double c = 0;
+    int64_t correct = 0;
     int status;
     T* th = static_cast<T*>(theta.mutable_data());
     {
@@ -247,14 +248,14 @@ double train_epoch_t(const Net& net, py::array& theta, const py::array& X, const
         status = kernels<T>().train_epoch(net.model, th, static_cast<const T*>(X.data()),
                                           static_cast<const int64_t*>(y.data()),
                                           static_cast<const int64_t*>(order.data()), order.shape(0), batch, eta,
-                                          momentum, velocity, l2, python_signal_pending, nullptr, &c);
+                                          momentum, velocity, l2, python_signal_pending, nullptr, &c, &correct);
     }
     check_status(status);
     if (status == fastgd::kStopped) throw py::error_already_set();
-    return c;
+    return py::make_tuple(c, correct);
 }
 
-double train_epoch(py::array theta, const py::array& sizes, int activation, int cost_code, const py::array& X,
+py::tuple train_epoch(py::array theta, const py::array& sizes, int activation, int cost_code, const py::array& X,
                    const py::array& y, const py::array& order, int64_t batch_size, double eta, double momentum,
                    const py::object& velocity, double l2) {
     const char* fn = "train_epoch";

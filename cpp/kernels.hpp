@@ -44,7 +44,8 @@ using StopFn = bool (*)(void* ctx);
 //   train_epoch  one epoch of mini-batch gradient descent over the rows order[0..n_order), in
 //                mini-batches of `batch` consecutive entries (the last may be shorter); theta
 //                (and velocity when momentum != 0) updated in place; *mean_cost set to the mean of
-//                the rows' costs computed in their mini-batch's forward pass, before its step.
+//                the rows' costs computed in their mini-batch's forward pass, before its step,
+//                and *n_correct to the number of those rows whose largest output is their label.
 template <class T>
 struct Kernels {
     const char* isa;
@@ -56,7 +57,7 @@ struct Kernels {
                 double* mean_cost);
     int (*train_epoch)(const Model&, T* theta, const T* X, const int64_t* y, const int64_t* order,
                        int64_t n_order, int64_t batch, double eta, double momentum, T* velocity,
-                       double l2, StopFn stop, void* stop_ctx, double* mean_cost);
+                       double l2, StopFn stop, void* stop_ctx, double* mean_cost, int64_t* n_correct);
 };
 
 // Runs fn(ctx, t) for every task t in [0, tasks), on the calling thread and on fastgd's worker

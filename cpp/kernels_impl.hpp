@@ -443,6 +443,7 @@ struct Work {
     const T* const* Arows;  // Arows[l * kRowBlock + r]: row r of A[l], for l = 1..L
     const T* rows[kRowBlock];  // the block's input rows (rows of X)
     int64_t labels[kRowBlock];
+    int64_t correct;  // rows whose largest output is their label, counted by block_cost
     const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
     int64_t n_prefetch;
 };
@@ -530,7 +531,8 @@ void block_forward(Work<T>& w) {
 }
 
 // Sum over the block's R rows of each row's cost (labels in w.labels); when delta is not null,
-// also the output layer's deltas dC_row/dz into delta (R x ld[L], padding zero).
+// also the output layer's deltas dC_row/dz into delta (R x ld[L], padding zero). Rows whose
+// largest output (the first on ties, as predict) is their label are counted in w.correct.
 template <class T>
 double block_cost(Work<T>& w, int R, T* delta) {
     const Net& net = *w.net;
@@ -540,6 +542,10 @@ double block_cost(Work<T>& w, int R, T* delta) {
         const T* a = w.A[net.L] + r * ldo;
         const T* z = w.Zout + r * ldo;
         const int64_t label = w.labels[r];
+        int64_t best = 0;
+        for (int64_t j = 1; j < nout; ++j)
+            if (a[j] > a[best]) best = j;
+        w.correct += best == label;
         T c = 0;
         if (net.cost == kQuadratic) {
             for (int64_t j = 0; j < nout; ++j) {
@@ -686,6 +692,7 @@ struct Session {
             Work<T>& w = work[k];
             w.net = &net;
             w.P = P;
+            w.correct = 0;
             T** Aptrs = reinterpret_cast<T**>(t);
             t += net.L + 1;
             const T** Arows = const_cast<const T**>(reinterpret_cast<T**>(t));
@@ -884,7 +891,7 @@ void add_into(T* a, const T* b, int64_t count) {
 template <class T>
 int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
                   int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
-                  double l2_, StopFn stop, void* stop_ctx, double* mean_cost) {
+                  double l2_, StopFn stop, void* stop_ctx, double* mean_cost, int64_t* n_correct) {
     const bool use_momentum = momentum_ != 0.0;
     // A mini-batch that fits in one block is stepped as its gradient is formed. A larger one has
     // its gradient summed in slices (run on as many threads as are available), then stepped.
@@ -945,6 +952,8 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     unpack(s.net, s.P, theta);
     if (use_momentum) unpack(s.net, s.V, velocity);
     *mean_cost = n_order > 0 ? total / static_cast<double>(n_order) : 0.0;
+    *n_correct = 0;
+    for (int j = 0; j < (fused ? 1 : kSlices); ++j) *n_correct += s.work[j].correct;
     return status;
 }
 

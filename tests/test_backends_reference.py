@@ -197,12 +197,13 @@ def test_train_epoch_matches_reference(
     velocity = np.random.default_rng(6).normal(0.0, 0.01, theta.shape).astype(dtype)
     eta = 0.5
     t, v = theta.copy(), velocity.copy()
-    c = backend.train_epoch(t, sizes, activation, cost, X, y, order, 4, eta, momentum, v, l2)
+    c, correct = backend.train_epoch(t, sizes, activation, cost, X, y, order, 4, eta, momentum, v, l2)
 
     # the float64 reference from the same start
     t_ref, v_ref = theta.astype(np.float64), velocity.astype(np.float64)
     X_ref = X.astype(np.float64)
-    c_ref = reference.train_epoch(t_ref, sizes, activation, cost, X_ref, y, order, 4, eta, momentum, v_ref, l2)
+    c_ref, correct_ref = reference.train_epoch(t_ref, sizes, activation, cost, X_ref, y, order, 4, eta, momentum,
+                                               v_ref, l2)  # fmt: skip
     rtol, rtol_cost = (RTOL64_EPOCH, RTOL64_EPOCH) if dtype == np.float64 else (RTOL32_GRAD, RTOL32)
     assert t.dtype == dtype
     assert rel_err(t, t_ref) <= rtol
@@ -212,6 +213,8 @@ def test_train_epoch_matches_reference(
     else:
         np.testing.assert_array_equal(v, velocity)  # ignored when momentum == 0
     assert type(c) is float and abs(c - c_ref) <= rtol_cost * abs(c_ref)
+    # rows classified correctly in the mini-batches' forward passes; float32 may flip a near tie
+    assert isinstance(correct, int) and abs(correct - correct_ref) <= (0 if dtype == np.float64 else 1)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 11, 16])
@@ -223,10 +226,11 @@ def test_train_epoch_batch_sizes_and_orders(backend: ModuleType, batch_size: int
     order = order.astype(np.int64)
     t, t_ref = theta.copy(), theta.copy()
     none = np.empty(0, dtype=np.float64)
-    c = backend.train_epoch(t, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
-    c_ref = reference.train_epoch(t_ref, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
+    c, correct = backend.train_epoch(t, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
+    c_ref, correct_ref = reference.train_epoch(t_ref, sizes, 0, 0, X, y, order, batch_size, 3.0, 0.0, none, 0.0)
     assert rel_err(t, t_ref) <= RTOL64_EPOCH
     assert abs(c - c_ref) <= RTOL64_EPOCH * abs(c_ref)
+    assert correct == correct_ref
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,11 +286,12 @@ def test_eta_zero_changes_nothing(backend: ModuleType, momentum: float, l2: floa
     theta, sizes, X, y = problem(SHAPES[3], 0, seed=9)
     order = np.random.default_rng(10).permutation(ROWS).astype(np.int64)
     t, v = theta.copy(), np.zeros_like(theta)
-    c = backend.train_epoch(t, sizes, 0, 0, X, y, order, 4, 0.0, momentum, v, l2)
+    c, correct = backend.train_epoch(t, sizes, 0, 0, X, y, order, 4, 0.0, momentum, v, l2)
     np.testing.assert_array_equal(t, theta)
     np.testing.assert_array_equal(v, 0.0)
-    # with no step, the epoch's cost is the cost of the rows at the starting parameters
+    # with no step, the epoch's cost and correct count are those of the rows at the starting parameters
     assert c == pytest.approx(backend.cost(theta, sizes, 0, 0, X, y), rel=RTOL64)
+    assert correct == np.count_nonzero(backend.predict(theta, sizes, 0, 0, X) == y)
 
 
 @pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
@@ -306,6 +311,6 @@ def test_one_batch_of_every_row_is_one_gradient_step(backend: ModuleType) -> Non
     g = np.empty_like(theta)
     c = backend.grad(theta, sizes, 2, 1, X, y, g)
     t = theta.copy()
-    c_epoch = backend.train_epoch(t, sizes, 2, 1, X, y, order, ROWS, 0.7, 0.0, np.empty(0), 0.0)
+    c_epoch, _ = backend.train_epoch(t, sizes, 2, 1, X, y, order, ROWS, 0.7, 0.0, np.empty(0), 0.0)
     assert rel_err(t, theta - 0.7 * g) <= RTOL64
     assert c_epoch == pytest.approx(c, rel=RTOL64)

@@ -270,3 +270,14 @@ def test_backend_attribute_and_export() -> None:
     assert net.backend == "numpy"
     net.set_backend("auto")
     assert net.backend == fastgd.backends.default_name()
+
+
+def test_training_accuracy_is_counted_in_the_epoch(backend) -> None:  # noqa: ANN001
+    """With eta = 0 the parameters never move, so the epoch's count equals a fresh evaluation."""
+    X, y = np.random.default_rng(3).random((120, 12)), np.random.default_rng(4).integers(0, 3, 120)
+    net = Network([12, 6, 3], dtype="float64", backend=backend.NAME, seed=2)
+    history = net.fit(X, y, epochs=2, batch_size=7, eta=0.0, optimizer="sgd")
+    assert history.train_accuracy == [net.score(X, y)] * 2
+    history = net.fit(X, y, epochs=3, batch_size=7, eta=0.5, optimizer="sgd")
+    assert all(0.0 <= a <= 1.0 for a in history.train_accuracy)
+    assert history.train_accuracy[-1] > history.train_accuracy[0]

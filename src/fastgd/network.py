@@ -47,6 +47,9 @@ class History:
     train_cost : list of float
         Mean cost over the epoch's training rows, each row's cost taken in its own mini-batch's
         forward pass (before that mini-batch's step), so it costs no extra pass over the data.
+    train_accuracy : list of float
+        Fraction of the epoch's training rows classified correctly, counted in the same forward
+        passes (the parameters move during the epoch, so this trails a fresh evaluation a little).
     val_cost, val_accuracy : list of float
         Cost and accuracy on ``validation_data`` after the epoch (NaN when none was given).
     eta : list of float
@@ -57,6 +60,7 @@ class History:
 
     epoch: list[int] = field(default_factory=list)
     train_cost: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
     val_cost: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     eta: list[float] = field(default_factory=list)
@@ -78,6 +82,7 @@ class History:
         return {
             "epoch": list(self.epoch),
             "train_cost": list(self.train_cost),
+            "train_accuracy": list(self.train_accuracy),
             "val_cost": list(self.val_cost),
             "val_accuracy": list(self.val_accuracy),
             "eta": list(self.eta),
@@ -92,11 +97,12 @@ class History:
         return h
 
     def __str__(self) -> str:
-        lines = [f"{'epoch':>5} {'train cost':>11} {'val cost':>9} {'val acc':>8} {'eta':>8} {'seconds':>8}"]
+        lines = [f"{'epoch':>5} {'train cost':>11} {'train acc':>9} {'val cost':>9} {'val acc':>8} {'eta':>8} "
+                 f"{'seconds':>8}"]  # fmt: skip
         for k in range(len(self)):
             lines.append(
-                f"{self.epoch[k]:>5} {self.train_cost[k]:>11.5f} {self.val_cost[k]:>9.5f} "
-                f"{self.val_accuracy[k]:>8.4f} {self.eta[k]:>8.4g} {self.seconds[k]:>8.3f}"
+                f"{self.epoch[k]:>5} {self.train_cost[k]:>11.5f} {self.train_accuracy[k]:>9.4f} "
+                f"{self.val_cost[k]:>9.5f} {self.val_accuracy[k]:>8.4f} {self.eta[k]:>8.4g} {self.seconds[k]:>8.3f}"
             )
         return "\n".join(lines)
 
@@ -383,7 +389,7 @@ class Network:
                 order = rng.permutation(n).astype(np.int64)
                 before = self.theta.copy()
                 t0 = time.perf_counter()
-                train_cost = self._backend.train_epoch(
+                train_cost, n_correct = self._backend.train_epoch(
                     self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, order,
                     batch_size, eta_e, opt.momentum, state, opt.l2,
                 )  # fmt: skip
@@ -403,7 +409,7 @@ class Network:
                     )
                     val_acc = float(np.mean(self._backend.predict(
                         self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv) == yv))  # fmt: skip
-                row = dict(epoch=first + e, train_cost=float(train_cost), val_cost=val_cost,
+                row = dict(epoch=first + e, train_cost=float(train_cost), train_accuracy=n_correct / n, val_cost=val_cost,
                            val_accuracy=val_acc, eta=float(eta_e), seconds=seconds)  # fmt: skip
                 history.append(**row)
                 self.history.append(**row)

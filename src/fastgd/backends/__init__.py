@@ -26,7 +26,7 @@ cost(theta, sizes, activation, cost, X, y) -> float
 grad(theta, sizes, activation, cost, X, y, out) -> float
     Overwrites ``out`` (theta's shape and dtype) with the gradient of the mean cost over the
     rows, computed by backpropagation; returns the mean cost.
-train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2) -> float
+train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2) -> (float, int)
     One epoch of mini-batch gradient descent, in place. Mini-batches are consecutive slices
     of ``order`` (row indices into X), each ``batch_size`` long except possibly the last. For each
     mini-batch of ``m`` rows, ``g`` is the gradient of the mean cost over those rows computed at
@@ -34,7 +34,8 @@ train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, moment
     ``theta -= eta * g`` when ``momentum == 0`` (``velocity`` is then ignored), otherwise
     ``velocity = momentum * velocity - eta * g; theta += velocity``. Returns the mean over all
     rows of ``order`` of each row's cost, as computed in its mini-batch's own forward pass
-    (before that mini-batch's step).
+    (before that mini-batch's step), and the number of those rows whose largest output (the
+    first on ties) is their label.
 """
 
 from __future__ import annotations

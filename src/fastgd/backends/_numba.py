@@ -380,13 +380,15 @@ def _activate(a, start, stop, activation):
 @_jit
 def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
     """The output layer of ``m`` rows at ``a_off`` (row-major): each row's cost from its ``z``, then
-    ``a`` in place (sigmoid, or softmax for log-likelihood). Returns the summed cost (float64), 0
-    unless ``want_cost`` (labels ``y[rows[rows_off + b]]``).
+    ``a`` in place (sigmoid, or softmax for log-likelihood). Returns the summed cost (float64) and
+    the number of rows whose largest output (the first on ties) is their label, both 0 unless
+    ``want_cost`` (labels ``y[rows[rows_off + b]]``).
     """
     zero = a.dtype.type(0)
     one = a.dtype.type(1)
     half = a.dtype.type(0.5)
     total = 0.0
+    correct = 0
     for b in range(m):
         z_off = a_off + b * n_out
         label = y[rows[rows_off + b]] if want_cost else -1
@@ -424,7 +426,13 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
                         row_cost += half * (d * d)
                 a[z_off + j] = aj
         total += row_cost
-    return total
+        if want_cost:
+            best = 0
+            for j in range(1, n_out):
+                if a[z_off + j] > a[z_off + best]:
+                    best = j
+            correct += best == label
+    return total, correct
 
 
 @_jit
@@ -531,6 +539,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     no_offset = w_off[0]
 
     total = 0.0
+    correct = 0
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
 
@@ -544,7 +553,9 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
                         acts, a_off[l])
             if l < n_layers - 1:
                 _activate(acts, a_off[l], a_off[l] + m * n_out, activation)
-        total += _output(acts, out_layer, m, n_classes, cost, y, order, r0, want_cost)
+        batch_cost, batch_correct = _output(acts, out_layer, m, n_classes, cost, y, order, r0, want_cost)
+        total += batch_cost
+        correct += batch_correct
 
         if mode == _FORWARD:
             for b in range(m):
@@ -578,7 +589,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
             for l in range(n_layers):
                 layer_end = b_off[l] + sizes[l + 1]
                 _general_step(theta, out, velocity, w_off[l], b_off[l], layer_end, m, eta_, momentum_, l2_)
-    return total
+    return total, correct
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,8 +622,8 @@ def _forward_pass(theta, sizes, activation, cost, X, y):
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out = np.empty((n, int(sizes[-1])), dtype=theta.dtype)
-    total = _call(theta, sizes, activation, cost, X, y, np.arange(n, dtype=np.int64), 0, n, rows,
-                  _FORWARD, 0.0, 0.0, theta[:0], 0.0, out.reshape(-1), _Scratch(theta, sizes, rows))
+    total, _ = _call(theta, sizes, activation, cost, X, y, np.arange(n, dtype=np.int64), 0, n, rows,
+                     _FORWARD, 0.0, 0.0, theta[:0], 0.0, out.reshape(-1), _Scratch(theta, sizes, rows))
     return out, total
 
 
@@ -636,14 +647,15 @@ def grad(theta, sizes, activation, cost, X, y, out):
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out[...] = 0
-    total = _call(theta, sizes, activation, cost, X, y, np.arange(n, dtype=np.int64), 0, n, rows,
-                  _ACCUMULATE, 0.0, 0.0, theta[:0], 0.0, out, _Scratch(theta, sizes, rows))
+    total, _ = _call(theta, sizes, activation, cost, X, y, np.arange(n, dtype=np.int64), 0, n, rows,
+                     _ACCUMULATE, 0.0, 0.0, theta[:0], 0.0, out, _Scratch(theta, sizes, rows))
     out /= max(n, 1)
     return total / max(n, 1)
 
 
 def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
-    """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost."""
+    """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost and
+    the number of rows classified correctly in their mini-batch's forward pass."""
     n = order.shape[0]
     batch_size = int(batch_size)
     eta, momentum, l2 = float(eta), float(momentum), float(l2)
@@ -659,7 +671,10 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
     batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (theta.shape[0] * batch_size)))
     chunk = batches_per_chunk * batch_size
     total = 0.0
+    correct = 0
     for start in range(0, n, chunk):
-        total += _call(theta, sizes, activation, cost, X, y, order, start, min(start + chunk, n), batch_size,
-                       mode, eta, momentum, velocity, l2, buffer, scratch)
-    return total / max(n, 1)
+        chunk_cost, chunk_correct = _call(theta, sizes, activation, cost, X, y, order, start, min(start + chunk, n),
+                                          batch_size, mode, eta, momentum, velocity, l2, buffer, scratch)
+        total += chunk_cost
+        correct += chunk_correct
+    return total / max(n, 1), int(correct)

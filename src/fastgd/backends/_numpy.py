@@ -141,14 +141,16 @@ def _forward(layers, activation: int, cost: int, X: np.ndarray):
     return zs, activations
 
 
-def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> float:
-    """Write the gradient of the mean cost over the rows of ``X`` into ``out``; return the summed cost."""
+def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> tuple[float, int]:
+    """Write the gradient of the mean cost over the rows of ``X`` into ``out``; return the summed cost
+    and the number of rows whose largest output (the first on ties) is their label."""
     layers = _layers(theta, sizes)
     grads = _layers(out, sizes)
     m = X.shape[0]
     zs, activations = _forward(layers, activation, cost, X)
     Y = _one_hot(y, int(sizes[-1]), theta.dtype)
     total = float(np.sum(_row_costs(zs[-1], activations[-1], Y, cost), dtype=np.float64))
+    correct = int(np.count_nonzero(np.argmax(activations[-1], axis=1) == y))
 
     delta = _output_delta(activations[-1], Y, cost)
     for l in reversed(range(len(layers))):
@@ -159,7 +161,7 @@ def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> float:
         db[...] = delta.sum(axis=0) / m
         if l > 0:
             delta = (delta @ W.T) * _activate_prime(a_prev, activation)
-    return total
+    return total, correct
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,20 +199,24 @@ def cost(theta, sizes, activation, cost, X, y):
 def grad(theta, sizes, activation, cost, X, y, out):
     """Overwrite ``out`` with the gradient of the mean cost over the rows; return the mean cost."""
     n = X.shape[0]
-    return _backprop(theta, sizes, int(activation), int(cost), X, y, out) / max(n, 1)
+    return _backprop(theta, sizes, int(activation), int(cost), X, y, out)[0] / max(n, 1)
 
 
 @_quiet
 def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
-    """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost."""
+    """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost and
+    the number of rows classified correctly in their mini-batch's forward pass (before its step)."""
     activation, cost, batch_size = int(activation), int(cost), int(batch_size)
     eta, momentum, l2 = float(eta), float(momentum), float(l2)
     g = np.empty_like(theta)
     weight_views = [(W, dW) for (W, _), (dW, _) in zip(_layers(theta, sizes), _layers(g, sizes))]
     total = 0.0
+    correct = 0
     for start in range(0, order.shape[0], batch_size):
         rows = order[start : start + batch_size]
-        total += _backprop(theta, sizes, activation, cost, X[rows], y[rows], g)
+        batch_cost, batch_correct = _backprop(theta, sizes, activation, cost, X[rows], y[rows], g)
+        total += batch_cost
+        correct += batch_correct
         if l2 != 0.0:
             for W, dW in weight_views:
                 dW += l2 * W
@@ -220,4 +226,4 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
             velocity *= momentum
             velocity -= eta * g
             theta += velocity
-    return total / max(order.shape[0], 1)
+    return total / max(order.shape[0], 1), correct
