@@ -20,6 +20,7 @@ from .errors import (
 from .gradcheck import GradcheckReport, gradcheck
 from .network import History, Network
 from .optim import Optimizer
+from .population import Population, train_many
 
 BACKEND: str = backends.default_name()
 """Name of the backend ``backend="auto"`` uses in this process."""
@@ -31,6 +32,7 @@ __all__ = [
     "History",
     "Network",
     "Optimizer",
+    "Population",
     "config",
     "gradcheck",
     "load_fashion_mnist",
@@ -38,6 +40,7 @@ __all__ = [
     "load_raw",
     "read_idx",
     "show_config",
+    "train_many",
     "BackendUnavailableError",
     "ChecksumError",
     "DataError",

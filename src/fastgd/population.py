@@ -1,0 +1,277 @@
+"""Population training: many networks of one shape trained on the same data, :func:`train_many`.
+
+The questions of the video (which learning rate, which initialisation, how different are the
+minima that training finds) are answered by training many small networks, not one.
+:func:`train_many` trains K independent networks of the same shape on the same data, each with its
+own seed (initial parameters and example order) and learning rate, and returns them as a
+:class:`Population`.
+
+Network ``k`` of the result is exactly (bit for bit) what ::
+
+    net = Network(sizes, seed=seeds[k], **network_options)
+    net.fit(X, y, eta=etas[k], seed=seeds[k], epochs=epochs, batch_size=batch_size,
+            optimizer=optimizer, validation_data=validation_data)
+
+gives, except that a network that diverges does not stop the others (see :func:`train_many`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+from ._validate import as_features, check_positive_int, check_rate
+from .errors import DivergenceError
+from .network import History, Network
+from .optim import Optimizer, resolve_optimizer
+
+__all__ = ["Population", "train_many"]
+
+_NETWORK_OPTIONS = ("activation", "cost", "init", "dtype", "backend")
+
+
+class Population(Sequence[Network]):
+    """K trained networks of one shape, with their seeds, learning rates and histories.
+
+    A ``Population`` is a sequence of :class:`~fastgd.Network` (``pop[k]``, ``len(pop)``,
+    iteration); the per-network figures are NumPy arrays indexed like it.
+
+    Attributes
+    ----------
+    networks : list of Network
+        The trained networks, in the order of ``seeds``.
+    seeds : ndarray of int64, shape (K,)
+        Seed of each network (its initial parameters and its example order).
+    etas : ndarray of float64, shape (K,)
+        Learning rate each network was trained with (the peak rate, for a decaying schedule).
+    diverged : ndarray of bool, shape (K,)
+        Networks whose training diverged (non-finite cost or parameters). Such a network keeps the
+        parameters it had before the failing epoch, its history ends with the last good epoch,
+        and it was not trained further; the others were trained to the end.
+    messages : list of str or None
+        For each diverged network, what happened (the message :meth:`Network.fit` would raise).
+    seconds : float
+        Wall time of the whole training call.
+    """
+
+    def __init__(
+        self,
+        networks: Sequence[Network],
+        seeds: Sequence[int],
+        etas: Sequence[float],
+        messages: Sequence[str | None],
+        seconds: float,
+    ) -> None:
+        self.networks = list(networks)
+        self.seeds = np.asarray(seeds, dtype=np.int64)
+        self.etas = np.asarray(etas, dtype=np.float64)
+        self.messages = list(messages)
+        self.diverged = np.array([m is not None for m in self.messages], dtype=bool)
+        self.seconds = float(seconds)
+
+    # Sequence protocol -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    @overload
+    def __getitem__(self, index: int) -> Network: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Network]: ...
+
+    def __getitem__(self, index: int | slice) -> Network | list[Network]:
+        return self.networks[index]
+
+    def __iter__(self) -> Iterator[Network]:
+        return iter(self.networks)
+
+    # Figures -----------------------------------------------------------------------------------
+
+    @property
+    def histories(self) -> list[History]:
+        """Each network's :class:`~fastgd.History` (``pop.histories[k] is pop[k].history``)."""
+        return [net.history for net in self.networks]
+
+    def _matrix(self, name: str) -> np.ndarray:
+        rows = [getattr(h, name, []) for h in self.histories]
+        width = max((len(r) for r in rows), default=0)
+        out = np.full((len(rows), width), np.nan)
+        for k, r in enumerate(rows):
+            out[k, : len(r)] = r
+        return out
+
+    @property
+    def train_cost(self) -> np.ndarray:
+        """Mean training cost per network and epoch, shape (K, epochs); NaN after a divergence."""
+        return self._matrix("train_cost")
+
+    @property
+    def val_cost(self) -> np.ndarray:
+        """Validation cost per network and epoch, shape (K, epochs); NaN without validation data."""
+        return self._matrix("val_cost")
+
+    @property
+    def val_accuracy(self) -> np.ndarray:
+        """Validation accuracy per network and epoch, shape (K, epochs); NaN without validation data."""
+        return self._matrix("val_accuracy")
+
+    def _final(self, name: str) -> np.ndarray:
+        return np.array([getattr(h, name)[-1] if len(h) else math.nan for h in self.histories], dtype=np.float64)
+
+    @property
+    def final_train_cost(self) -> np.ndarray:
+        """Each network's training cost in its last recorded epoch, shape (K,)."""
+        return self._final("train_cost")
+
+    @property
+    def final_val_cost(self) -> np.ndarray:
+        """Each network's validation cost after its last recorded epoch, shape (K,)."""
+        return self._final("val_cost")
+
+    @property
+    def final_val_accuracy(self) -> np.ndarray:
+        """Each network's validation accuracy after its last recorded epoch, shape (K,)."""
+        return self._final("val_accuracy")
+
+    def score(self, X: Any, y: Any) -> np.ndarray:
+        """Accuracy of every network on ``(X, y)``, shape (K,)."""
+        return np.array([net.score(X, y) for net in self.networks], dtype=np.float64)
+
+    def cost(self, X: Any, y: Any) -> np.ndarray:
+        """Mean cost of every network on ``(X, y)``, shape (K,)."""
+        return np.array([net.cost(X, y) for net in self.networks], dtype=np.float64)
+
+    def __repr__(self) -> str:
+        shape = list(self.networks[0].sizes) if self.networks else []
+        return (
+            f"Population({len(self)} networks of {shape}, {int(self.diverged.sum())} diverged, "
+            f"{self.seconds:.3g} s)"
+        )
+
+    def __str__(self) -> str:
+        lines = [f"{'k':>4} {'seed':>8} {'eta':>8} {'epochs':>6} {'train cost':>11} {'val cost':>9} {'val acc':>8}"]
+        cost, vcost, vacc = self.final_train_cost, self.final_val_cost, self.final_val_accuracy
+        for k, h in enumerate(self.histories):
+            mark = "  diverged" if self.diverged[k] else ""
+            lines.append(
+                f"{k:>4} {self.seeds[k]:>8} {self.etas[k]:>8.4g} {len(h):>6} {cost[k]:>11.5f} "
+                f"{vcost[k]:>9.5f} {vacc[k]:>8.4f}{mark}"
+            )
+        return "\n".join(lines)
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
+        raise TypeError(f"seeds must be a sequence of non-negative integers, got {type(seeds).__name__}")
+    out = []
+    for k, s in enumerate(seeds):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"seeds[{k}] must be a non-negative integer, got {s!r}")
+        out.append(int(s))
+    if not out:
+        raise ValueError("seeds must hold at least one seed (one per network)")
+    return out
+
+
+def _check_etas(etas: Any, k: int, opt: Optimizer) -> list[float]:
+    if etas is None:
+        return [float(opt.eta)] * k
+    if isinstance(etas, (int, float, np.integer, np.floating)) and not isinstance(etas, (bool, np.bool_)):
+        return [check_rate("etas", etas)] * k
+    if isinstance(etas, (str, bytes)) or not isinstance(etas, (Sequence, np.ndarray)):
+        raise TypeError(f"etas must be None, a number or a sequence of {k} numbers, got {type(etas).__name__}")
+    values = list(etas)
+    if len(values) != k:
+        raise ValueError(f"etas holds {len(values)} learning rates but seeds holds {k}: give one per network")
+    return [check_rate(f"etas[{i}]", e) for i, e in enumerate(values)]
+
+
+def train_many(
+    sizes: Sequence[int],
+    X: Any,
+    y: Any,
+    seeds: Sequence[int],
+    etas: float | Sequence[float] | None = None,
+    epochs: int = 30,
+    batch_size: int = 10,
+    optimizer: str | Optimizer = "default",
+    validation_data: tuple[Any, Any] | None = None,
+    n_threads: int | None = None,
+    **network_options: Any,
+) -> Population:
+    """Train K networks of the same shape on the same data, each with its own seed and learning rate.
+
+    Network ``k`` is bit for bit ``Network(sizes, seed=seeds[k], **network_options)`` after
+    ``.fit(X, y, eta=etas[k], seed=seeds[k], epochs=epochs, batch_size=batch_size,
+    optimizer=optimizer, validation_data=validation_data)``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, inputs first (as for :class:`~fastgd.Network`).
+    X : array_like, shape (n, sizes[0])
+        Training inputs, float32 or float64.
+    y : array_like of int, shape (n,)
+        Training labels in ``[0, sizes[-1])``.
+    seeds : sequence of int
+        One non-negative seed per network: its initial parameters and its example order.
+    etas : float or sequence of float, optional
+        Learning rate of every network (a number) or of each (one per seed); the optimizer's own
+        when not given.
+    epochs, batch_size, optimizer, validation_data
+        As for :meth:`Network.fit`, the same for every network.
+    n_threads : int, optional
+        Worker threads the networks are spread over (the default: ``$FASTGD_NUM_THREADS``, else
+        the number of CPUs). The results do not depend on it.
+    **network_options
+        ``activation``, ``cost``, ``init``, ``dtype``, ``backend``: as for :class:`~fastgd.Network`.
+
+    Returns
+    -------
+    Population
+        The K trained networks, their histories and final figures.
+
+    Notes
+    -----
+    Divergence: a network whose cost or parameters become non-finite in an epoch gets back the
+    parameters it had before that epoch, is marked in ``Population.diverged`` (the reason in
+    ``Population.messages``) and is not trained further; the other networks are unaffected.
+    Only when ``X`` itself holds NaN or infinity does the call raise (:class:`~fastgd.DataError`).
+    """
+    for name in network_options:
+        if name == "seed":
+            raise TypeError("train_many takes the networks' seeds as seeds=[...], not seed=")
+        if name not in _NETWORK_OPTIONS:
+            raise TypeError(f"train_many got an unexpected keyword argument {name!r}")
+    seed_list = _check_seeds(seeds)
+    opt = resolve_optimizer(optimizer)
+    eta_list = _check_etas(etas, len(seed_list), opt)
+    if n_threads is not None:
+        n_threads = check_positive_int("n_threads", n_threads)
+    epochs = check_positive_int("epochs", epochs, allow_zero=True)
+    batch_size = check_positive_int("batch_size", batch_size)
+
+    t0 = time.perf_counter()
+    networks = [Network(sizes, seed=s, **network_options) for s in seed_list]
+    first = networks[0]
+    # Convert X once for all K networks (fit would otherwise convert a float64 X K times).
+    Xc = as_features(X, first.sizes[0], first.dtype, "X", check_finite=False)
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X, y)")
+        validation_data = (first._X(validation_data[0], "validation X"), validation_data[1])
+    messages: list[str | None] = []
+    for net, s, eta in zip(networks, seed_list, eta_list):
+        try:
+            net.fit(Xc, y, epochs=epochs, batch_size=batch_size, eta=eta, optimizer=opt,
+                    validation_data=validation_data, seed=s)  # fmt: skip
+        except DivergenceError as exc:
+            messages.append(str(exc))
+        else:
+            messages.append(None)
+    return Population(networks, seed_list, eta_list, messages, time.perf_counter() - t0)
