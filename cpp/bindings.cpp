@@ -8,11 +8,20 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "kernels.hpp"
 
@@ -70,7 +79,8 @@ struct Net {
     int64_t n_in = 0, n_out = 0;
 };
 
-Net check_net(const char* fn, const py::array& theta, const py::array& sizes, int activation, int cost) {
+// The network described by sizes and the codes (its parameter count in n_params).
+Net check_model(const char* fn, const py::array& sizes, int activation, int cost) {
     check_array(fn, "sizes", sizes, py::dtype::of<int64_t>(), 1, false);
     const py::ssize_t L = sizes.shape(0) - 1;
     if (L < 1) fail(fn, "sizes must list at least 2 layer widths, got " + std::to_string(sizes.shape(0)));
@@ -89,16 +99,21 @@ Net check_net(const char* fn, const py::array& theta, const py::array& sizes, in
         fail(fn, "activation code must be 0 (sigmoid), 1 (tanh) or 2 (relu), got " + std::to_string(activation));
     if (cost < 0 || cost > 2)
         fail(fn, "cost code must be 0 (quadratic), 1 (cross-entropy) or 2 (log-likelihood), got " + std::to_string(cost));
-    float_kind(fn, theta);
-    check_array(fn, "theta", theta, theta.dtype(), 1, false);
-    if (theta.shape(0) != count)
-        fail(fn, "theta has " + std::to_string(theta.shape(0)) + " elements but sizes " +
-                     "describe a network with " + std::to_string(count) + " parameters");
     Net net;
     net.model = Model{static_cast<int>(L), s, activation, cost};
     net.n_params = count;
     net.n_in = s[0];
     net.n_out = s[L];
+    return net;
+}
+
+Net check_net(const char* fn, const py::array& theta, const py::array& sizes, int activation, int cost) {
+    const Net net = check_model(fn, sizes, activation, cost);
+    float_kind(fn, theta);
+    check_array(fn, "theta", theta, theta.dtype(), 1, false);
+    if (theta.shape(0) != net.n_params)
+        fail(fn, "theta has " + std::to_string(theta.shape(0)) + " elements but sizes " +
+                     "describe a network with " + std::to_string(net.n_params) + " parameters");
     return net;
 }
 
@@ -288,6 +303,230 @@ py::tuple train_epoch(py::array theta, const py::array& sizes, int activation, i
                                  momentum != 0 ? static_cast<double*>(v.mutable_data()) : nullptr, l2);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Population training: one epoch of each of K independent networks of one shape on the same data
+// (each with its own parameters, example order and learning rate), the networks spread over
+// threads. Each network is trained by the same kernel call as train_epoch, so its result is
+// exactly that of train_epoch, whichever thread runs it and however many there are.
+
+// What one call shares with its worker threads.
+template <class T>
+struct PopulationEpoch {
+    Model model{};
+    T* thetas = nullptr;
+    T* velocities = nullptr;  // nullptr without momentum
+    int64_t n_params = 0;
+    const T* X = nullptr;
+    const int64_t* y = nullptr;
+    const int64_t* orders = nullptr;
+    int64_t n_order = 0;
+    int64_t batch = 0;
+    const double* etas = nullptr;
+    double momentum = 0, l2 = 0;
+    const T* Xv = nullptr;  // validation rows, or nullptr
+    const int64_t* yv = nullptr;
+    int64_t nv = 0;
+    const int* todo = nullptr;  // the networks to train
+    int n_todo = 0;
+    double* costs = nullptr;
+    int64_t* correct = nullptr;
+    double* val_costs = nullptr;
+    int64_t* val_correct = nullptr;
+    int* status = nullptr;  // per network
+    std::atomic<int> next{0};
+    std::atomic<bool> stop{false};
+};
+
+bool population_stop_requested(void* ctx) {
+    return static_cast<const std::atomic<bool>*>(ctx)->load(std::memory_order_relaxed);
+}
+
+// A worker takes networks one at a time until none is left or a stop is requested.
+template <class T>
+void population_worker(PopulationEpoch<T>& job, bool serial) noexcept {
+    const fastgd::SerialScope scope(serial);  // one of several workers: no nested threads
+    const fastgd::Kernels<T>& kern = kernels<T>();
+    int64_t* labels = job.Xv ? static_cast<int64_t*>(std::malloc(sizeof(int64_t) * static_cast<size_t>(job.nv)))
+                             : nullptr;
+    for (;;) {
+        const int j = job.next.fetch_add(1, std::memory_order_relaxed);
+        if (j >= job.n_todo || job.stop.load(std::memory_order_relaxed)) break;
+        const int k = job.todo[j];
+        if (job.Xv && !labels) {
+            job.status[k] = fastgd::kNoMemory;
+            job.stop.store(true);
+            break;
+        }
+        T* theta = job.thetas + k * job.n_params;
+        T* velocity = job.velocities ? job.velocities + k * job.n_params : nullptr;
+        int status = kern.train_epoch(job.model, theta, job.X, job.y, job.orders + k * job.n_order, job.n_order,
+                                      job.batch, job.etas[k], job.momentum, velocity, job.l2,
+                                      population_stop_requested, &job.stop, &job.costs[k], &job.correct[k]);
+        if (status == fastgd::kOk && job.Xv) {
+            status = kern.cost(job.model, theta, job.Xv, job.yv, job.nv, &job.val_costs[k]);
+            if (status == fastgd::kOk) status = kern.predict(job.model, theta, job.Xv, job.nv, labels);
+            int64_t hits = 0;
+            for (int64_t r = 0; status == fastgd::kOk && r < job.nv; ++r) hits += labels[r] == job.yv[r];
+            job.val_correct[k] = hits;
+        }
+        job.status[k] = status;
+        if (status == fastgd::kNoMemory) job.stop.store(true);
+    }
+    std::free(labels);
+}
+
+template <class T>
+py::tuple train_epoch_many_t(const Net& net, py::array& thetas, const py::array& X, const py::array& y,
+                             const py::array& orders, int64_t batch, const py::array& etas, double momentum,
+                             T* velocities, double l2, const std::vector<int>& todo, const py::array* Xv,
+                             const py::array* yv, int n_threads) {
+    const py::ssize_t K = thetas.shape(0);
+    py::array_t<double> costs(K), val_costs(K);
+    py::array_t<int64_t> correct(K), val_correct(K);
+    PopulationEpoch<T> job;
+    job.costs = costs.mutable_data();
+    job.val_costs = val_costs.mutable_data();
+    job.correct = correct.mutable_data();
+    job.val_correct = val_correct.mutable_data();
+    for (py::ssize_t k = 0; k < K; ++k) {
+        job.costs[k] = job.val_costs[k] = std::numeric_limits<double>::quiet_NaN();
+        job.correct[k] = job.val_correct[k] = 0;
+    }
+    std::vector<int> status(static_cast<size_t>(K), fastgd::kOk);
+    job.model = net.model;
+    job.thetas = static_cast<T*>(thetas.mutable_data());
+    job.velocities = velocities;
+    job.n_params = net.n_params;
+    job.X = static_cast<const T*>(X.data());
+    job.y = static_cast<const int64_t*>(y.data());
+    job.orders = static_cast<const int64_t*>(orders.data());
+    job.n_order = orders.shape(1);
+    job.batch = batch;
+    job.etas = static_cast<const double*>(etas.data());
+    job.momentum = momentum;
+    job.l2 = l2;
+    if (Xv) {
+        job.Xv = static_cast<const T*>(Xv->data());
+        job.yv = static_cast<const int64_t*>(yv->data());
+        job.nv = Xv->shape(0);
+    }
+    job.todo = todo.data();
+    job.n_todo = static_cast<int>(todo.size());
+    job.status = status.data();
+    const int wanted = n_threads > 0 ? n_threads : fastgd::thread_count();
+    const int threads = std::max(1, std::min(wanted, job.n_todo));
+    bool interrupted = false;
+    {
+        py::gil_scoped_release nogil;  // re-acquired only to run Python's signal handlers
+        // The workers train; this thread waits, running Python's signal handlers every 20 ms, so
+        // that Ctrl-C stops every network after its mini-batch in progress.
+        std::mutex mutex;
+        std::condition_variable finished;
+        int running = 0;
+        std::vector<std::thread> workers;
+        workers.reserve(static_cast<size_t>(threads));
+        for (int t = 0; t < threads; ++t) {
+            try {
+                std::lock_guard<std::mutex> lock(mutex);
+                workers.emplace_back([&job, &mutex, &finished, &running, threads] {
+                    population_worker<T>(job, threads > 1);
+                    std::lock_guard<std::mutex> done(mutex);
+                    if (--running == 0) finished.notify_one();
+                });
+                ++running;
+            } catch (const std::system_error&) {
+                break;  // no more threads to be had: the ones started share the work
+            }
+        }
+        if (workers.empty()) population_worker<T>(job, false);
+        std::unique_lock<std::mutex> lock(mutex);
+        while (!finished.wait_for(lock, std::chrono::milliseconds(20), [&] { return running == 0; })) {
+            lock.unlock();
+            if (!interrupted && python_signal_pending(nullptr)) {
+                interrupted = true;
+                job.stop.store(true);
+            }
+            lock.lock();
+        }
+        lock.unlock();
+        for (auto& w : workers) w.join();
+    }
+    for (int s : status) check_status(s);
+    if (interrupted) throw py::error_already_set();
+    return py::make_tuple(costs, correct, val_costs, val_correct);
+}
+
+py::tuple train_epoch_many(py::array thetas, const py::array& sizes, int activation, int cost_code,
+                           const py::array& X, const py::array& y, const py::array& orders, int64_t batch_size,
+                           const py::array& etas, double momentum, const py::object& velocities, double l2,
+                           const py::array& active, const py::object& Xv, const py::object& yv, int n_threads) {
+    const char* fn = "train_epoch_many";
+    const Net net = check_model(fn, sizes, activation, cost_code);
+    const int kind = float_kind(fn, thetas);
+    check_array(fn, "thetas", thetas, thetas.dtype(), 2, true);
+    const py::ssize_t K = thetas.shape(0);
+    if (K < 1) fail(fn, "thetas has no rows (no networks)");
+    if (K > std::numeric_limits<int>::max() / 2) fail(fn, "too many networks");
+    if (thetas.shape(1) != net.n_params)
+        fail(fn, "thetas has shape " + shape_str(thetas) + " but sizes describe networks with " +
+                     std::to_string(net.n_params) + " parameters");
+    const int64_t n = check_X(fn, net, thetas, X);
+    check_labels(fn, net, y, n);
+    check_array(fn, "orders", orders, py::dtype::of<int64_t>(), 2, false);
+    if (orders.shape(0) != K)
+        fail(fn, "orders has shape " + shape_str(orders) + " but thetas has " + std::to_string(K) + " rows");
+    if (orders.shape(1) < 1) fail(fn, "orders is empty");
+    const auto* o = static_cast<const int64_t*>(orders.data());
+    for (py::ssize_t k = 0; k < orders.size(); ++k)
+        if (o[k] < 0 || o[k] >= n)
+            fail(fn, "orders[" + std::to_string(k / orders.shape(1)) + ", " + std::to_string(k % orders.shape(1)) +
+                         "] = " + std::to_string(o[k]) + " is not a row of X (0 <= row < " + std::to_string(n) + ")");
+    if (batch_size < 1) fail(fn, "batch_size must be at least 1, got " + std::to_string(batch_size));
+    check_array(fn, "etas", etas, py::dtype::of<double>(), 1, false);
+    if (etas.shape(0) != K) fail(fn, "etas has " + std::to_string(etas.shape(0)) + " entries for " + std::to_string(K) + " networks");
+    const auto* e = static_cast<const double*>(etas.data());
+    for (py::ssize_t k = 0; k < K; ++k)
+        if (!std::isfinite(e[k])) fail(fn, "etas[" + std::to_string(k) + "] must be finite");
+    if (!std::isfinite(momentum) || momentum < 0 || momentum >= 1) fail(fn, "momentum must be in [0, 1)");
+    if (!std::isfinite(l2) || l2 < 0) fail(fn, "l2 must be finite and non-negative");
+    py::array v;
+    if (momentum != 0) {
+        if (velocities.is_none()) fail(fn, "velocities is required when momentum is not 0");
+        if (!py::isinstance<py::array>(velocities)) fail(fn, "velocities must be a numpy array");
+        v = py::reinterpret_borrow<py::array>(velocities);
+        check_array(fn, "velocities", v, thetas.dtype(), 2, true);
+        if (v.shape(0) != K || v.shape(1) != thetas.shape(1))
+            fail(fn, "velocities has shape " + shape_str(v) + " but thetas has shape " + shape_str(thetas));
+        if (overlap(v, thetas)) fail(fn, "velocities must not share memory with thetas");
+    }
+    if (!active.dtype().is(py::dtype::of<bool>())) check_array(fn, "active", active, py::dtype::of<uint8_t>(), 1, false);
+    else check_array(fn, "active", active, py::dtype::of<bool>(), 1, false);
+    if (active.shape(0) != K) fail(fn, "active has " + std::to_string(active.shape(0)) + " entries for " + std::to_string(K) + " networks");
+    std::vector<int> todo;
+    const auto* a = static_cast<const uint8_t*>(active.data());
+    for (py::ssize_t k = 0; k < K; ++k)
+        if (a[k]) todo.push_back(static_cast<int>(k));
+    if (Xv.is_none() != yv.is_none()) fail(fn, "Xv and yv must both be given or both be None");
+    py::array xv, yva;
+    if (!Xv.is_none()) {
+        if (!py::isinstance<py::array>(Xv) || !py::isinstance<py::array>(yv)) fail(fn, "Xv and yv must be numpy arrays");
+        xv = py::reinterpret_borrow<py::array>(Xv);
+        yva = py::reinterpret_borrow<py::array>(yv);
+        const int64_t nv = check_X(fn, net, thetas, xv);
+        check_labels(fn, net, yva, nv);
+    }
+    if (n_threads < 0) fail(fn, "n_threads must be 0 (the default) or more, got " + std::to_string(n_threads));
+    const py::array* pxv = Xv.is_none() ? nullptr : &xv;
+    const py::array* pyv = Xv.is_none() ? nullptr : &yva;
+    if (kind == 4)
+        return train_epoch_many_t<float>(net, thetas, X, y, orders, batch_size, etas, momentum,
+                                         momentum != 0 ? static_cast<float*>(v.mutable_data()) : nullptr, l2, todo,
+                                         pxv, pyv, n_threads);
+    return train_epoch_many_t<double>(net, thetas, X, y, orders, batch_size, etas, momentum,
+                                      momentum != 0 ? static_cast<double*>(v.mutable_data()) : nullptr, l2, todo,
+                                      pxv, pyv, n_threads);
+}
+
 #define FASTGD_STR2(x) #x
 #define FASTGD_STR(x) FASTGD_STR2(x)
 
@@ -341,5 +580,11 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
           py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"), py::arg("eta"), py::arg("momentum"),
           py::arg("velocity"), py::arg("l2"),
           "One epoch of mini-batch gradient descent in place; return the mean of the rows' costs.");
+    m.def("train_epoch_many", &train_epoch_many, py::arg("thetas"), py::arg("sizes"), py::arg("activation"),
+          py::arg("cost"), py::arg("X"), py::arg("y"), py::arg("orders"), py::arg("batch_size"), py::arg("etas"),
+          py::arg("momentum"), py::arg("velocities"), py::arg("l2"), py::arg("active"), py::arg("Xv"), py::arg("yv"),
+          py::arg("n_threads"),
+          "One epoch of each active network (row of thetas) in place, the networks spread over n_threads threads "
+          "(0: the default); return (mean costs, correct counts, validation costs, validation correct counts).");
     m.def("build_info", &build_info, "How this extension was built and which instruction set it runs.");
 }

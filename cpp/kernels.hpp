@@ -65,6 +65,19 @@ struct Kernels {
 // runs which task is not fixed, so each task writes only its own outputs. A call made while
 // another call is using the workers runs all its tasks on the calling thread.
 void parallel_run(int tasks, void (*fn)(void* ctx, int task), void* ctx);
+// While one of these is alive (with serial = true), parallel_run called on this thread runs every
+// task on it: for threads that are themselves one of several workers (population training), so
+// that they do not compete for the worker pool. Results are the same either way.
+class SerialScope {
+   public:
+    explicit SerialScope(bool serial);
+    ~SerialScope();
+    SerialScope(const SerialScope&) = delete;
+    SerialScope& operator=(const SerialScope&) = delete;
+
+   private:
+    bool previous_;
+};
 // Threads parallel_run uses: $FASTGD_NUM_THREADS if set, else the number of CPUs (at most 64).
 int thread_count();
 

@@ -103,8 +103,12 @@ class Pool {
 
 std::mutex pool_mutex;
 Pool* pool = nullptr;  // leaked on purpose: detached workers may still be using it at exit
+thread_local bool serial_only = false;  // see SerialScope
 
 }  // namespace
+
+SerialScope::SerialScope(bool serial) : previous_(serial_only) { serial_only = serial_only || serial; }
+SerialScope::~SerialScope() { serial_only = previous_; }
 
 int thread_count() {
     static const int count = [] {
@@ -118,7 +122,7 @@ int thread_count() {
 }
 
 void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
-    if (tasks > 1 && thread_count() > 1) {
+    if (tasks > 1 && thread_count() > 1 && !serial_only) {
         Pool* p;
         {
             std::lock_guard<std::mutex> lock(pool_mutex);

@@ -36,6 +36,19 @@ train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, moment
     rows of ``order`` of each row's cost, as computed in its mini-batch's own forward pass
     (before that mini-batch's step), and the number of those rows whose largest output (the
     first on ties) is their label.
+train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
+                 active, Xv, yv, n_threads) -> (costs, correct, val_costs, val_correct)
+    One epoch of each of K networks of one shape on the same data (population training), in
+    place: for every ``k`` with ``active[k]`` true (uint8 or bool ``(K,)``), exactly
+    ``train_epoch(thetas[k], ..., orders[k], batch_size, etas[k], momentum, velocities[k], l2)``;
+    ``thetas`` and ``velocities`` are ``(K, n_params)`` (``velocities`` None when ``momentum ==
+    0``), ``orders`` int64 ``(K, n_order)``, ``etas`` float64 ``(K,)``. When ``Xv`` and ``yv``
+    are given (else both None), each trained network is then evaluated on them. Returns four
+    ``(K,)`` arrays: each network's mean cost and correct count as ``train_epoch`` returns them,
+    ``cost(thetas[k], ..., Xv, yv)`` and the number of rows of ``Xv`` that ``predict`` gets
+    right (NaN and 0 for inactive networks and without validation data). The networks may be
+    spread over up to ``n_threads`` threads (0: the backend's default); results never depend on
+    it.
 """
 
 from __future__ import annotations

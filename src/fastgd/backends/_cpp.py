@@ -15,6 +15,7 @@ predict = _core.predict
 cost = _core.cost
 grad = _core.grad
 train_epoch = _core.train_epoch
+train_epoch_many = _core.train_epoch_many
 
 
 def info() -> dict[str, object]:

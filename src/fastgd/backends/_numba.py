@@ -678,3 +678,72 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
         total += chunk_cost
         correct += chunk_correct
     return total / max(n, 1), int(correct)
+
+
+# --------------------------------------------------------------------------------------------
+# Population training: prange over the networks
+
+
+@numba.njit(parallel=True, cache=True)
+def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode,
+              etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct):
+    """``_run_batches`` over rows ``start .. stop`` of each network ``todo[j]``'s order, the networks spread
+    over Numba's threads; each network's summed cost and correct count go to ``costs`` and ``correct``."""
+    for j in numba.prange(todo.shape[0]):
+        k = todo[j]
+        c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size, mode,
+                               etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j], identity)
+        costs[k] = c
+        correct[k] = hits
+
+
+def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
+                     active, Xv, yv, n_threads):
+    """One epoch of each active network (rows of ``thetas``), in place, spread over Numba's threads (``prange``);
+    see the backend contract in :mod:`fastgd.backends`."""
+    K, n = thetas.shape[0], orders.shape[1]
+    batch_size = int(batch_size)
+    momentum, l2 = float(momentum), float(l2)
+    todo = np.flatnonzero(active).astype(np.int64)
+    costs = np.full(K, np.nan)
+    correct = np.zeros(K, dtype=np.int64)
+    val_costs = np.full(K, np.nan)
+    val_correct = np.zeros(K, dtype=np.int64)
+    if todo.size == 0:
+        return costs, correct, val_costs, val_correct
+    # The same mode and chunks as train_epoch, so that each network's cost is summed in the same order.
+    if momentum == 0.0 and l2 == 0.0 and batch_size <= _FUSED_MAX_ROWS:
+        mode, buffers = _STEP_SGD, np.empty((K, 0), dtype=thetas.dtype)
+    else:
+        mode, buffers = _STEP_GENERAL, np.empty_like(thetas)
+    if momentum == 0.0:
+        velocities = np.empty((K, 0), dtype=thetas.dtype)
+    width = int(np.sum(sizes[1:]))
+    acts = np.empty((todo.size, batch_size * width), dtype=thetas.dtype)
+    deltas = np.empty_like(acts)
+    identity = np.arange(batch_size, dtype=np.int64)
+    batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (thetas.shape[1] * batch_size)))
+    chunk = batches_per_chunk * batch_size
+    totals = [0.0] * K
+    chunk_costs = np.zeros(K)
+    chunk_correct = np.zeros(K, dtype=np.int64)
+    saved_threads = numba.get_num_threads()
+    numba.set_num_threads(min(int(n_threads) or saved_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        Xf = X.reshape(-1)
+        for start in range(0, n, chunk):
+            _run_many(thetas, sizes, int(activation), int(cost), Xf, y, orders, start, min(start + chunk, n),
+                      batch_size, mode, np.asarray(etas, dtype=np.float64), momentum, velocities, l2, buffers, acts,
+                      deltas, identity, todo, chunk_costs, chunk_correct)  # fmt: skip
+            for k in todo:
+                totals[k] += float(chunk_costs[k])
+                correct[k] += chunk_correct[k]
+    finally:
+        numba.set_num_threads(saved_threads)
+    for k in todo:
+        costs[k] = totals[k] / max(n, 1)
+        if Xv is not None:
+            out, total = _forward_pass(thetas[k], sizes, activation, cost, Xv, yv)  # as cost() and predict()
+            val_costs[k] = total / max(Xv.shape[0], 1)
+            val_correct[k] = int(np.count_nonzero(np.argmax(out, axis=1) == yv))
+    return costs, correct, val_costs, val_correct

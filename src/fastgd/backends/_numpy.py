@@ -227,3 +227,25 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
             velocity -= eta * g
             theta += velocity
     return total / max(order.shape[0], 1), correct
+
+
+_mean_cost = cost  # the function, under a name train_epoch_many's ``cost`` argument does not hide
+
+
+def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
+                     active, Xv, yv, n_threads):
+    """One epoch of each active network (row of ``thetas``), in place, one after another: the backend
+    contract's ``train_epoch_many`` (``n_threads`` is ignored)."""
+    K = thetas.shape[0]
+    costs = np.full(K, np.nan)
+    correct = np.zeros(K, dtype=np.int64)
+    val_costs = np.full(K, np.nan)
+    val_correct = np.zeros(K, dtype=np.int64)
+    for k in np.flatnonzero(active):
+        velocity = velocities[k] if momentum != 0 else None
+        costs[k], correct[k] = train_epoch(thetas[k], sizes, activation, cost, X, y, orders[k], batch_size, etas[k],
+                                           momentum, velocity, l2)  # fmt: skip
+        if Xv is not None:
+            val_costs[k] = _mean_cost(thetas[k], sizes, activation, cost, Xv, yv)
+            val_correct[k] = int(np.count_nonzero(predict(thetas[k], sizes, activation, cost, Xv) == yv))
+    return costs, correct, val_costs, val_correct
