@@ -28,9 +28,14 @@ def _separate(seeds, etas, X, y, epochs, batch_size, optimizer, validation_data=
     return nets
 
 
+MOMENTUM = fastgd.Optimizer(eta=0.05, momentum=0.9, l2=1e-3, schedule="cosine", final=0.1, name="momentum")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("optimizer", "batch_size"), [("sgd", 1), ("default", 10), ("sgd", 57)])
-def test_bit_identical_to_separate_fits(backend, dtype: str, optimizer: str, batch_size: int) -> None:
+@pytest.mark.parametrize(
+    ("optimizer", "batch_size"), [("sgd", 1), ("default", 10), ("sgd", 13), ("sgd", 57), (MOMENTUM, 20)]
+)
+def test_bit_identical_to_separate_fits(backend, dtype: str, optimizer, batch_size: int) -> None:
     X, y = _data()
     Xv, yv = _data(20, seed=9)
     seeds = [0, 5, 7]
@@ -42,12 +47,28 @@ def test_bit_identical_to_separate_fits(backend, dtype: str, optimizer: str, bat
     for k, (net, want) in enumerate(zip(pop, ref)):
         assert net.theta.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(net.theta, want.theta, err_msg=f"network {k}")
-        assert net.history.train_cost == want.history.train_cost
-        assert net.history.val_accuracy == want.history.val_accuracy
+        for name in ("train_cost", "train_accuracy", "val_cost", "val_accuracy", "eta", "epoch"):
+            assert getattr(net.history, name) == getattr(want.history, name), (k, name)
     assert pop.train_cost.shape == (3, 3)
     np.testing.assert_array_equal(pop.final_val_accuracy, [w.history.val_accuracy[-1] for w in ref])
     np.testing.assert_array_equal(pop.etas, etas)
     assert not pop.diverged.any()
+
+
+@pytest.mark.parametrize("K", [1, 5])
+def test_thread_count_does_not_change_results(backend, K: int) -> None:
+    X, y = _data()
+    seeds = list(range(10, 10 + K))
+    pops = [train_many(SIZES, X, y, seeds, etas=0.3, epochs=2, batch_size=b, optimizer="sgd", n_threads=t,
+                       backend=backend.NAME) for t in (1, 2, 3) for b in (4, 40)]  # fmt: skip
+    for b in range(2):
+        for other in (pops[2 + b], pops[4 + b]):
+            for net, want in zip(other, pops[b]):
+                np.testing.assert_array_equal(net.theta, want.theta)
+                assert net.history.train_cost == want.history.train_cost
+    ref = _separate(seeds, [0.3] * K, X, y, 2, 40, "sgd", backend=backend.NAME)
+    for net, want in zip(pops[1], ref):
+        np.testing.assert_array_equal(net.theta, want.theta)
 
 
 def test_default_etas_and_a_single_eta() -> None:
@@ -61,14 +82,22 @@ def test_default_etas_and_a_single_eta() -> None:
     assert len(pop) == 1 and list(pop.etas) == [2.0]
 
 
-def test_a_diverging_network_does_not_stop_the_others() -> None:
+def test_a_diverging_network_does_not_stop_the_others(backend) -> None:
     X, y = _data()
-    pop = train_many(SIZES, X, y, [0, 1], etas=[1e30, 0.1], epochs=3, optimizer="sgd", activation="relu",
-                     cost="quadratic", dtype="float32")  # fmt: skip
-    assert list(pop.diverged) == [True, False]
-    assert "diverged" in pop.messages[0] and pop.messages[1] is None
-    assert np.isfinite(pop[0].theta).all()
-    assert len(pop.histories[1]) == 3 and len(pop.histories[0]) < 3
+    opts = dict(activation="relu", cost="quadratic", dtype="float32", backend=backend.NAME)
+    seeds, etas = [0, 1, 2], [0.1, 1e30, 0.2]
+    pop = train_many(SIZES, X, y, seeds, etas=etas, epochs=3, optimizer="sgd", **opts)
+    assert list(pop.diverged) == [False, True, False]
+    assert "diverged in epoch 1" in pop.messages[1] and pop.messages[0] is None
+    assert [len(h) for h in pop.histories] == [3, 0, 3]
+    for k, (net, s, e) in enumerate(zip(pop, seeds, etas)):
+        want = Network(SIZES, seed=s, **opts)
+        try:
+            want.fit(X, y, epochs=3, eta=e, optimizer="sgd", seed=s)
+        except fastgd.DivergenceError:
+            assert pop.diverged[k]
+        np.testing.assert_array_equal(net.theta, want.theta)  # a diverged one: as before the failing epoch
+        assert net.history.train_cost == want.history.train_cost
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any, overload
 
 import numpy as np
 
-from ._validate import as_features, check_positive_int, check_rate
-from .errors import DivergenceError
+from ._validate import as_features, check_all_finite, check_positive_int, check_rate
 from .network import History, Network
 from .optim import Optimizer, resolve_optimizer
 
@@ -259,19 +259,85 @@ def train_many(
     t0 = time.perf_counter()
     networks = [Network(sizes, seed=s, **network_options) for s in seed_list]
     first = networks[0]
-    # Convert X once for all K networks (fit would otherwise convert a float64 X K times).
+    # X is searched for NaN and infinity only if a network diverges (as in Network.fit).
     Xc = as_features(X, first.sizes[0], first.dtype, "X", check_finite=False)
+    yc = first._y(y, Xc.shape[0])
+    n = Xc.shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size ({batch_size}) is larger than the number of training rows ({n})")
+    Xv = yv = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X, y)")
-        validation_data = (first._X(validation_data[0], "validation X"), validation_data[1])
-    messages: list[str | None] = []
-    for net, s, eta in zip(networks, seed_list, eta_list):
-        try:
-            net.fit(Xc, y, epochs=epochs, batch_size=batch_size, eta=eta, optimizer=opt,
-                    validation_data=validation_data, seed=s)  # fmt: skip
-        except DivergenceError as exc:
-            messages.append(str(exc))
-        else:
-            messages.append(None)
+        Xv = first._X(validation_data[0], "validation X")
+        yv = first._y(validation_data[1], Xv.shape[0], "validation y")
+    messages = _train(networks, seed_list, [replace(opt, eta=e) for e in eta_list], Xc, yc, epochs, batch_size,
+                      Xv, yv, n_threads or 0)  # fmt: skip
     return Population(networks, seed_list, eta_list, messages, time.perf_counter() - t0)
+
+
+def _train(
+    networks: list[Network],
+    seeds: list[int],
+    opts: list[Optimizer],
+    X: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    Xv: np.ndarray | None,
+    yv: np.ndarray | None,
+    n_threads: int,
+) -> list[str | None]:
+    """Train the networks in place, one compiled call per epoch for all of them; the divergence messages.
+
+    Everything :meth:`Network.fit` does in Python is done here the same way, per network: the
+    epoch's learning rate from the network's optimizer, its example order from its own generator
+    (one ``permutation`` per epoch), the check for non-finite results and the history rows.
+    """
+    first = networks[0]
+    backend = first._backend
+    K, n = len(networks), X.shape[0]
+    thetas = np.stack([net.theta for net in networks])  # (K, n_params), C-contiguous
+    momentum, l2 = opts[0].momentum, opts[0].l2
+    velocities = np.zeros_like(thetas) if momentum else None
+    rngs = [np.random.default_rng(s) for s in seeds]
+    active = np.ones(K, dtype=np.uint8)
+    messages: list[str | None] = [None] * K
+    orders = np.empty((K, n), dtype=np.int64)
+    for e in range(epochs):
+        live = np.flatnonzero(active)
+        if live.size == 0:
+            break
+        etas = np.array([opt.eta_at(e, epochs) for opt in opts], dtype=np.float64)
+        for k in live:
+            orders[k] = rngs[k].permutation(n)
+        before = thetas[live]
+        t0 = time.perf_counter()
+        costs, correct, val_costs, val_correct = backend.train_epoch_many(
+            thetas, first._sizes_arr, first._act_code, first._cost_code, X, y, orders, batch_size, etas,
+            momentum, velocities, l2, active, Xv, yv, n_threads,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        finite = np.isfinite(costs[live]) & np.isfinite(thetas[live]).all(axis=1)
+        for j, k in enumerate(live):
+            net = networks[k]
+            epoch = len(net.history) + 1
+            if not finite[j]:
+                thetas[k] = before[j]
+                active[k] = 0
+                messages[k] = (
+                    f"training diverged in epoch {epoch}: the cost became {costs[k]} with eta={etas[k]:g}; "
+                    "the parameters are left as they were before that epoch"
+                )
+                continue
+            net.history.append(
+                epoch=epoch, train_cost=float(costs[k]), train_accuracy=int(correct[k]) / n,
+                val_cost=float(val_costs[k]) if Xv is not None else math.nan,
+                val_accuracy=int(val_correct[k]) / Xv.shape[0] if Xv is not None else math.nan,
+                eta=float(etas[k]), seconds=seconds,
+            )  # fmt: skip
+        if not finite.all():
+            check_all_finite(X, "X")
+    for net, theta in zip(networks, thetas):
+        net.theta[:] = theta
+    return messages
