@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
 import numpy as np
 import pytest
 
 import fastgd
 from fastgd import Network, Population, train_many
+from helpers import require_backend
 
 SIZES = [12, 5, 4, 3]
 
@@ -128,3 +135,90 @@ def test_bad_data_is_refused() -> None:
     X[3, 2] = np.nan
     with pytest.raises(fastgd.DataError, match="non-finite"):
         train_many(SIZES, X, y, [0], epochs=1)
+
+
+def test_ctrl_c_stops_population_training() -> None:
+    """SIGINT while the compiled trainer's threads run raises KeyboardInterrupt promptly."""
+    require_backend("cpp")
+    code = textwrap.dedent(
+        """
+        import time, numpy as np, fastgd
+        rng = np.random.default_rng(0)
+        X = rng.random((20_000, 784), dtype=np.float32); y = rng.integers(0, 10, 20_000)
+        print("ready", flush=True)
+        t0 = time.perf_counter()
+        try:
+            fastgd.train_many([784, 16, 16, 10], X, y, [0, 1, 2, 3], epochs=10_000, n_threads=2, backend="cpp")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print("after", time.perf_counter() - t0, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", line + proc.stderr.read()
+    time.sleep(1.5)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "interrupted" in out, out + err
+    assert time.perf_counter() - sent < 5
+
+
+def _core_args(K: int = 2, dtype: str = "float32") -> dict:
+    X, y = _data()
+    sizes = np.asarray(SIZES, dtype=np.int64)
+    thetas = np.stack([Network(SIZES, seed=k, dtype=dtype).theta for k in range(K)])
+    return dict(thetas=thetas, sizes=sizes, activation=1, cost=2, X=X.astype(dtype), y=y.astype(np.int64),
+                orders=np.stack([np.arange(X.shape[0])] * K).astype(np.int64), batch_size=10,
+                etas=np.full(K, 0.1), momentum=0.0, velocities=None, l2=0.0, active=np.ones(K, dtype=np.uint8),
+                Xv=None, yv=None, n_threads=0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda a: a.update(thetas=a["thetas"][:, :-1].copy()), "thetas has shape"),
+        (lambda a: a.update(thetas=a["thetas"][0].copy()), "thetas must be 2-dimensional"),
+        (lambda a: a.update(thetas=a["thetas"].astype(np.float16)), "float32 or float64"),
+        (lambda a: a.update(X=a["X"].astype(np.float64)), "X must have dtype float32"),
+        (lambda a: a["orders"].__setitem__((1, 3), 57), r"orders\[1, 3\] = 57"),
+        (lambda a: a.update(orders=a["orders"][:1].copy()), "orders has shape"),
+        (lambda a: a.update(etas=np.array([0.1, np.inf])), r"etas\[1\] must be finite"),
+        (lambda a: a.update(etas=np.array([0.1])), "etas has 1 entries"),
+        (lambda a: a.update(momentum=0.9), "velocities is required"),
+        (lambda a: a.update(momentum=0.9, velocities=a["thetas"]), "velocities must not share memory"),
+        (lambda a: a.update(active=np.ones(3, dtype=np.uint8)), "active has 3 entries"),
+        (lambda a: a.update(Xv=a["X"]), "Xv and yv must both be given"),
+        (lambda a: a["y"].__setitem__(0, 3), r"y\[0\] = 3"),
+        (lambda a: a.update(batch_size=0), "batch_size"),
+        (lambda a: a.update(n_threads=-1), "n_threads"),
+    ],
+)
+def test_compiled_trainer_checks_every_array(change, match: str) -> None:  # noqa: ANN001
+    require_backend("cpp")
+    from fastgd import _core
+
+    args = _core_args()
+    change(args)
+    with pytest.raises(ValueError, match=match):
+        _core.train_epoch_many(**args)
+
+
+def test_compiled_trainer_leaves_inactive_networks_alone(backend) -> None:
+    args = _core_args(K=3, dtype="float64")
+    args["active"][1] = 0
+    args["Xv"], args["yv"] = args["X"][:20], args["y"][:20]
+    before = args["thetas"].copy()
+    costs, correct, val_costs, val_correct = backend.train_epoch_many(**args)
+    np.testing.assert_array_equal(args["thetas"][1], before[1])
+    assert (args["thetas"][[0, 2]] != before[[0, 2]]).any(axis=1).all()
+    assert np.isnan(costs[1]) and np.isnan(val_costs[1]) and correct[1] == 0 and val_correct[1] == 0
+    assert np.isfinite(costs[[0, 2]]).all() and np.isfinite(val_costs[[0, 2]]).all()
+    theta = before[2].copy()
+    want = backend.train_epoch(theta, args["sizes"], 1, 2, args["X"], args["y"], args["orders"][2], 10, 0.1, 0.0,
+                               None, 0.0)  # fmt: skip
+    np.testing.assert_array_equal(args["thetas"][2], theta)
+    assert (costs[2], correct[2]) == (want[0], want[1])
+    assert val_costs[2] == backend.cost(theta, args["sizes"], 1, 2, args["Xv"], args["yv"])
