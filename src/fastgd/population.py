@@ -13,6 +13,22 @@ Network ``k`` of the result is exactly (bit for bit) what ::
             optimizer=optimizer, validation_data=validation_data)
 
 gives, except that a network that diverges does not stop the others (see :func:`train_many`).
+
+How it runs. Each epoch is one call of the backend's ``train_epoch_many`` for all K networks (the
+C++ backend spreads the networks over threads with the GIL released, Numba uses ``prange``, NumPy
+loops); each network inside it is trained by exactly the kernel :meth:`Network.fit` calls, which is
+why the results are identical whatever the thread count. Python keeps what ``fit`` does between
+epochs, per network: the epoch's learning rate, its example order from its own
+``default_rng(seed).permutation`` (the orders of all epochs at once would take K x epochs x n x 8
+bytes, 1.4 GB for 100 networks and 30 MNIST epochs), the check for non-finite results and the
+history. Epochs are the outer loop and networks the inner one: a network's parameters (52 KB in
+float32) are reloaded once per epoch, nothing next to streaming X (188 MB) through it.
+
+Why the examples are not streamed through all K networks while in cache: the networks have
+different example orders (their own seeds), so no two of them want the same row at the same time.
+The gain could not be large anyway: one C++ epoch of 784-16-16-10 at batch 10 took 49 ms with the
+rows in random order over all 60,000 images and 36-40 ms with every row drawn from 100 or 1,000
+images already in cache (one thread), so memory traffic is at most about a fifth of the time.
 """
 
 from __future__ import annotations
