@@ -33,6 +33,7 @@ images already in cache (one thread), so memory traffic is at most about a fifth
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -319,41 +320,63 @@ def _train(
     rngs = [np.random.default_rng(s) for s in seeds]
     active = np.ones(K, dtype=np.uint8)
     messages: list[str | None] = [None] * K
+    # Each epoch's example orders are drawn while the previous epoch trains (the compiled call
+    # releases the GIL): 100 permutations of 60,000 rows take a good part of a second.
     orders = np.empty((K, n), dtype=np.int64)
-    for e in range(epochs):
-        live = np.flatnonzero(active)
-        if live.size == 0:
-            break
-        etas = np.array([opt.eta_at(e, epochs) for opt in opts], dtype=np.float64)
-        for k in live:
-            orders[k] = rngs[k].permutation(n)
-        before = thetas[live]
-        t0 = time.perf_counter()
-        costs, correct, val_costs, val_correct = backend.train_epoch_many(
-            thetas, first._sizes_arr, first._act_code, first._cost_code, X, y, orders, batch_size, etas,
-            momentum, velocities, l2, active, Xv, yv, n_threads,
-        )  # fmt: skip
-        seconds = time.perf_counter() - t0
-        finite = np.isfinite(costs[live]) & np.isfinite(thetas[live]).all(axis=1)
-        for j, k in enumerate(live):
-            net = networks[k]
-            epoch = len(net.history) + 1
-            if not finite[j]:
-                thetas[k] = before[j]
-                active[k] = 0
-                messages[k] = (
-                    f"training diverged in epoch {epoch}: the cost became {costs[k]} with eta={etas[k]:g}; "
-                    "the parameters are left as they were before that epoch"
-                )
-                continue
-            net.history.append(
-                epoch=epoch, train_cost=float(costs[k]), train_accuracy=int(correct[k]) / n,
-                val_cost=float(val_costs[k]) if Xv is not None else math.nan,
-                val_accuracy=int(val_correct[k]) / Xv.shape[0] if Xv is not None else math.nan,
-                eta=float(etas[k]), seconds=seconds,
-            )  # fmt: skip
-        if not finite.all():
-            check_all_finite(X, "X")
+    spare = np.empty((K, n), dtype=np.int64) if epochs > 1 else orders
+    if epochs:
+        _draw_orders(rngs, np.arange(K), n, orders)
+    drawer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fastgd-orders") if epochs > 1 else None
+    try:
+        for e in range(epochs):
+            live = np.flatnonzero(active)
+            if live.size == 0:
+                break
+            etas = np.array([opt.eta_at(e, epochs) for opt in opts], dtype=np.float64)
+            before = thetas[live]
+            # The next epoch's orders, for the networks still training (one that diverges now
+            # has drawn one order too many from its own generator, which is never used again).
+            upcoming = drawer.submit(_draw_orders, rngs, live, n, spare) if drawer and e + 1 < epochs else None
+            t0 = time.perf_counter()
+            try:
+                costs, correct, val_costs, val_correct = backend.train_epoch_many(
+                    thetas, first._sizes_arr, first._act_code, first._cost_code, X, y, orders, batch_size, etas,
+                    momentum, velocities, l2, active, Xv, yv, n_threads,
+                )  # fmt: skip
+            finally:
+                seconds = time.perf_counter() - t0
+                if upcoming is not None:
+                    upcoming.result()
+            orders, spare = spare, orders
+            finite = np.isfinite(costs[live]) & np.isfinite(thetas[live]).all(axis=1)
+            for j, k in enumerate(live):
+                net = networks[k]
+                epoch = len(net.history) + 1
+                if not finite[j]:
+                    thetas[k] = before[j]
+                    active[k] = 0
+                    messages[k] = (
+                        f"training diverged in epoch {epoch}: the cost became {costs[k]} with eta={etas[k]:g}; "
+                        "the parameters are left as they were before that epoch"
+                    )
+                    continue
+                net.history.append(
+                    epoch=epoch, train_cost=float(costs[k]), train_accuracy=int(correct[k]) / n,
+                    val_cost=float(val_costs[k]) if Xv is not None else math.nan,
+                    val_accuracy=int(val_correct[k]) / Xv.shape[0] if Xv is not None else math.nan,
+                    eta=float(etas[k]), seconds=seconds,
+                )  # fmt: skip
+            if not finite.all():
+                check_all_finite(X, "X")
+    finally:
+        if drawer is not None:
+            drawer.shutdown()
     for net, theta in zip(networks, thetas):
         net.theta[:] = theta
     return messages
+
+
+def _draw_orders(rngs: list[np.random.Generator], which: np.ndarray, n: int, out: np.ndarray) -> None:
+    """``out[k] = rngs[k].permutation(n)`` for each ``k`` in ``which``, as :meth:`Network.fit` draws them."""
+    for k in which:
+        out[k] = rngs[k].permutation(n)
