@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     X, y = fastgd.load_mnist("train")
     sizes = [784, 16, 16, 10]
     seeds = list(range(args.networks))
-    opts = dict(backend=args.backend)
-    fit_args = dict(epochs=args.epochs, batch_size=args.batch_size)
+    opts = {"backend": args.backend}
+    fit_args = {"epochs": args.epochs, "batch_size": args.batch_size}
 
     def fit_one(seed: int) -> np.ndarray:
         net = fastgd.Network(sizes, seed=seed, **opts)

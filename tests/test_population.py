@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from helpers import require_backend
 
 import fastgd
 from fastgd import Network, Population, train_many
-from helpers import require_backend
 
 SIZES = [12, 5, 4, 3]
 
@@ -25,7 +25,7 @@ def _data(n: int = 57, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _separate(seeds, etas, X, y, epochs, batch_size, optimizer, validation_data=None, **opts):  # noqa: ANN001, ANN202
+def _separate(seeds, etas, X, y, epochs, batch_size, optimizer, validation_data=None, **opts):
     nets = []
     for s, e in zip(seeds, etas):
         net = Network(SIZES, seed=s, **opts)
@@ -91,7 +91,7 @@ def test_default_etas_and_a_single_eta() -> None:
 
 def test_a_diverging_network_does_not_stop_the_others(backend) -> None:
     X, y = _data()
-    opts = dict(activation="relu", cost="quadratic", dtype="float32", backend=backend.NAME)
+    opts = {"activation": "relu", "cost": "quadratic", "dtype": "float32", "backend": backend.NAME}
     seeds, etas = [0, 1, 2], [0.1, 1e30, 0.2]
     pop = train_many(SIZES, X, y, seeds, etas=etas, epochs=3, optimizer="sgd", **opts)
     assert list(pop.diverged) == [False, True, False]
@@ -110,16 +110,16 @@ def test_a_diverging_network_does_not_stop_the_others(backend) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(seeds=[]), ValueError, "seeds"),
-        (dict(seeds=3), TypeError, "seeds"),
-        (dict(seeds=[1, -1]), ValueError, r"seeds\[1\]"),
-        (dict(seeds=[1, 2], etas=[0.1]), ValueError, "etas"),
-        (dict(seeds=[1, 2], etas=[0.1, -1.0]), ValueError, r"etas\[1\]"),
-        (dict(seeds=[1], etas="big"), TypeError, "etas"),
-        (dict(seeds=[1], n_threads=0), ValueError, "n_threads"),
-        (dict(seeds=[1], seed=3), TypeError, "seeds="),
-        (dict(seeds=[1], colour="red"), TypeError, "colour"),
-        (dict(seeds=[1], batch_size=0), ValueError, "batch_size"),
+        ({"seeds": []}, ValueError, "seeds"),
+        ({"seeds": 3}, TypeError, "seeds"),
+        ({"seeds": [1, -1]}, ValueError, r"seeds\[1\]"),
+        ({"seeds": [1, 2], "etas": [0.1]}, ValueError, "etas"),
+        ({"seeds": [1, 2], "etas": [0.1, -1.0]}, ValueError, r"etas\[1\]"),
+        ({"seeds": [1], "etas": "big"}, TypeError, "etas"),
+        ({"seeds": [1], "n_threads": 0}, ValueError, "n_threads"),
+        ({"seeds": [1], "seed": 3}, TypeError, "seeds="),
+        ({"seeds": [1], "colour": "red"}, TypeError, "colour"),
+        ({"seeds": [1], "batch_size": 0}, ValueError, "batch_size"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, error: type, match: str) -> None:
@@ -170,10 +170,10 @@ def _core_args(K: int = 2, dtype: str = "float32") -> dict:
     X, y = _data()
     sizes = np.asarray(SIZES, dtype=np.int64)
     thetas = np.stack([Network(SIZES, seed=k, dtype=dtype).theta for k in range(K)])
-    return dict(thetas=thetas, sizes=sizes, activation=1, cost=2, X=X.astype(dtype), y=y.astype(np.int64),
-                orders=np.stack([np.arange(X.shape[0])] * K).astype(np.int64), batch_size=10,
-                etas=np.full(K, 0.1), momentum=0.0, velocities=None, l2=0.0, active=np.ones(K, dtype=np.uint8),
-                Xv=None, yv=None, n_threads=0)  # fmt: skip
+    return {"thetas": thetas, "sizes": sizes, "activation": 1, "cost": 2, "X": X.astype(dtype), "y": y.astype(np.int64),
+                "orders": np.stack([np.arange(X.shape[0])] * K).astype(np.int64), "batch_size": 10,
+                "etas": np.full(K, 0.1), "momentum": 0.0, "velocities": None, "l2": 0.0, "active": np.ones(K, dtype=np.uint8),
+                "Xv": None, "yv": None, "n_threads": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def _core_args(K: int = 2, dtype: str = "float32") -> dict:
         (lambda a: a.update(n_threads=-1), "n_threads"),
     ],
 )
-def test_compiled_trainer_checks_every_array(change, match: str) -> None:  # noqa: ANN001
+def test_compiled_trainer_checks_every_array(change, match: str) -> None:
     require_backend("cpp")
     from fastgd import _core
 

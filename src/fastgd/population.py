@@ -259,6 +259,10 @@ def train_many(
     parameters it had before that epoch, is marked in ``Population.diverged`` (the reason in
     ``Population.messages``) and is not trained further; the other networks are unaffected.
     Only when ``X`` itself holds NaN or infinity does the call raise (:class:`~fastgd.DataError`).
+
+    Each history's ``seconds`` is the wall time of the whole population's epoch (the networks
+    train together). Ctrl-C stops every network after its mini-batch in progress and raises
+    ``KeyboardInterrupt``; the networks are then left untrained.
     """
     for name in network_options:
         if name == "seed":
