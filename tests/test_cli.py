@@ -46,6 +46,13 @@ def test_info_lists_backends() -> None:
     assert "default backend" in out and "data:" in out
 
 
+def test_info_tells_mnist_from_fashion_mnist(mnist) -> None:  # noqa: ANN001
+    """The two datasets share file names; info checks the label files' sums."""
+    out = run("info", env={"FASTGD_DATA": os.environ["FASTGD_DATA"]}).stdout
+    assert "mnist: complete in" in out
+    assert "fashion-mnist: files found in" in out and "not Fashion-MNIST's" in out and "this is MNIST's" in out
+
+
 def test_train_on_a_subset(mnist) -> None:  # noqa: ANN001
     out = run("train", "--epochs", "2", "--limit", "3000").stdout
     assert out.count("epoch ") == 2

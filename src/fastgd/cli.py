@@ -325,7 +325,16 @@ def _data_status(dataset: str) -> str:
             found += [str(p) for p in paths]
     folders_found = sorted({os.path.dirname(p) for p in found})
     if not missing:
-        return f"complete in {', '.join(folders_found)}"
+        # The label files are small: checking their sums tells MNIST from Fashion-MNIST (same file names).
+        for path in found:
+            labels = [f for pair in spec.splits.values() for f in pair if f.kind == "labels"]
+            file = next((f for f in labels if Path(path).name in f.names), None)
+            if file is not None:
+                try:
+                    data._read_verified(spec, file, Path(path))
+                except (ValueError, OSError) as exc:
+                    return f"files found in {', '.join(folders_found)}, but they are not {spec.title}'s: {exc}"
+        return f"complete in {', '.join(folders_found)} (labels verified)"
     where = "in $FASTGD_DATA" if base else "locally (downloaded on first use)"
     return f"missing the {' and '.join(missing)} split(s) {where}"
 
