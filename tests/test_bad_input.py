@@ -193,9 +193,7 @@ FIT_ARGS: list[Any] = [
     ("seed -1", {"seed": -1}, ValueError, r"seed must be a non-negative integer, got -1"),
     ("seed float", {"seed": 1.5}, (TypeError, ValueError), r"seed must be a non-negative integer, got 1.5"),
     ("seed str", {"seed": "a"}, (TypeError, ValueError), r"seed must be a non-negative integer, got 'a'"),
-    pytest.param("callback not callable", {"callback": 3}, TypeError, r"callback must be callable",
-                 marks=KNOWN_BUG("fit calls the callback unchecked after the first epoch has changed theta"),
-                 id="callback not callable"),
+    ("callback not callable", {"callback": 3}, TypeError, r"callback must be callable"),
 ]  # fmt: skip
 
 
@@ -228,7 +226,6 @@ def test_bad_gradcheck_arguments(backend, case) -> None:  # noqa: ANN001
     check_rejected(net, lambda: fastgd.gradcheck(net, X[:4], y[:4], **kwargs), exc, pattern)
 
 
-@KNOWN_BUG("gradcheck reads net.sizes before checking net: AttributeError")
 def test_gradcheck_of_something_else() -> None:
     X, y = data()
     with pytest.raises(TypeError, match=r"net must be a (fastgd\.)?Network"):
@@ -356,8 +353,6 @@ def test_read_idx_accepts_a_list_as_image_shape(tmp_path: Path) -> None:
 
 
 def test_read_only_parameters_are_refused_for_training_only(backend, request) -> None:  # noqa: ANN001
-    if backend.NAME in ("numba", "numpy"):
-        request.applymarker(KNOWN_BUG("numba: TypingError on every call; numpy: 'output array is read-only' in fit"))
     X, y = data()
     net = Network(SIZES, backend=backend.NAME, dtype="float64")
     expected = (net.forward(X), net.cost(X, y), net.flat_gradient(X, y))

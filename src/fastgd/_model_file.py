@@ -163,6 +163,9 @@ class _Reader:
                                 f"file holds ({file_size:,} bytes): it is truncated or forged")  # fmt: skip
             if info.flag_bits & 0x1:
                 raise self.fail(f"the member {info.filename!r} is encrypted")
+            if not 0 <= info.header_offset <= file_size - 30:  # 30: a zip local header's fixed part
+                raise self.fail(f"the member {info.filename!r} starts at byte {info.header_offset:,}, outside the "
+                                f"file ({file_size:,} bytes): it is truncated or forged")  # fmt: skip
         return {i.filename: i for i in infos}
 
     def array(
@@ -367,6 +370,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Network:
             try:
                 zf = zipfile.ZipFile(f)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
+                # (UnicodeDecodeError, a member name flagged UTF-8 that is not, is a ValueError)
                 raise r.fail("it is not a zip (.npz) archive, or it is truncated") from None
             with zf:
                 infos = r.members(zf, size)
@@ -409,7 +413,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Network:
                     velocity = r.array(zf, infos["velocity.npy"], dtype, n_params, n_params)
                 if "training" not in meta:
                     raise r.fail("the metadata field 'training' is missing")
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise r.fail(f"the archive is damaged ({exc})") from None
         except (EOFError, struct.error, zlib_error()) as exc:
             raise r.fail(f"the archive is truncated or damaged ({exc})") from None

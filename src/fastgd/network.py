@@ -440,6 +440,11 @@ class Network:
             :meth:`resume_fit` (or a checkpoint saved now) continues bit-exactly.
         """
         opt = resolve_optimizer(optimizer, eta)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable as callback(net, history), got {callback!r}")
+        if not self.theta.flags.writeable:
+            raise DataError("theta is read-only, but training updates it in place (net.theta = net.theta.copy() "
+                            "gives the network a writable copy)")  # fmt: skip
         # X is searched for NaN and infinity only if an epoch ends non-finite (a NaN input always
         # makes the cost or the parameters NaN): a pass over a large X costs as much as an epoch.
         Xc = as_features(X, self.sizes[0], self.dtype, "X", check_finite=False)
