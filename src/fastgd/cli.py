@@ -413,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
+    from .experiments import add_parser as add_experiment_parser
+    from .plot import add_parser as add_plot_parser
+
+    add_experiment_parser(sub)
+    add_plot_parser(sub)
+
     p = sub.add_parser("info", help="version, backends, build and data location")
     p.set_defaults(func=cmd_info)
     return parser
