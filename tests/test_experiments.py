@@ -32,12 +32,19 @@ def small(mnist) -> dict:  # noqa: ANN001
 
 def test_verdict_rules() -> None:
     best = 0.2
-    assert _verdict(2.8, np.array([2.0, 1.5, 1.0]), False, best) == "crawls"
-    assert _verdict(2.8, np.array([0.6, 0.3, 0.21]), False, best) == "converges"
-    assert _verdict(2.8, np.array([1.9, 1.3, 1.4]), False, best) == "oscillates"
-    assert _verdict(2.8, np.array([80.0, 81.0]), False, best) == "diverged"  # above the untrained cost
-    assert _verdict(2.8, np.array([0.5]), True, best) == "diverged"  # DivergenceError
-    assert _verdict(2.8, np.array([]), True, best) == "diverged"
+
+    def verdict(initial: float, costs: list[float], diverged: bool, accuracy: float = 0.5) -> str:
+        return _verdict(initial, np.array(costs), diverged, best, accuracy, 10)
+
+    assert verdict(2.8, [2.0, 1.5, 1.0], False) == "crawls"
+    assert verdict(2.8, [2.0, 1.5, 1.0], False, accuracy=0.1) == "crawls"  # still falling, near chance
+    assert verdict(2.8, [0.6, 0.3, 0.21], False) == "converges"
+    assert verdict(2.8, [1.9, 1.3, 1.4], False) == "oscillates"
+    assert verdict(2.8, [0.5, 0.5, 0.5], False, accuracy=0.1) == "stuck"  # saturated: flat at chance
+    assert verdict(2.8, [0.5, 0.5, 0.5], False, accuracy=0.5) == "crawls"  # flat but learning something
+    assert verdict(2.8, [80.0, 81.0], False) == "diverged"  # above the untrained cost
+    assert verdict(2.8, [0.5], True) == "diverged"  # DivergenceError
+    assert verdict(2.8, [], True) == "diverged"
 
 
 def test_learning_rate(small, tmp_path: Path) -> None:  # noqa: ANN001

@@ -163,13 +163,18 @@ def _train_many(*args: Any, **kwargs: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 # learning-rate
 
-VERDICTS = ("crawls", "converges", "oscillates", "diverged")
+VERDICTS = ("crawls", "converges", "oscillates", "stuck", "diverged")
 
 
-def _verdict(initial: float, costs: np.ndarray, diverged: bool, best_final: float) -> str:
-    """crawls / converges / oscillates / diverged, from one run's per-epoch training cost."""
+def _verdict(initial: float, costs: np.ndarray, diverged: bool, best_final: float, accuracy: float,
+             n_classes: int) -> str:  # fmt: skip
+    """crawls / converges / oscillates / stuck / diverged, from one run's per-epoch training cost and
+    its last epoch's training accuracy."""
     if diverged or len(costs) == 0 or not np.all(np.isfinite(costs)) or costs[-1] >= initial:
         return "diverged"
+    flat = len(costs) >= 2 and abs(costs[-1] - costs[-2]) <= 0.01 * costs[-2]
+    if flat and accuracy < 2.0 / n_classes and costs[-1] > 2.0 * best_final:
+        return "stuck"  # saturated units: the cost went down a little, then the gradient vanished
     if np.any(costs[1:] > costs[:-1] * 1.01):
         return "oscillates"
     if costs[-1] > 2.0 * best_final:
@@ -197,8 +202,10 @@ def learning_rate(
 
     Each rate gets a verdict from its per-epoch training cost: ``diverged`` (the cost became NaN
     or infinite, or ended above the untrained network's), ``oscillates`` (the cost rose from one
-    epoch to the next by more than 1%), ``crawls`` (still falling, but ending above twice the best
-    rate's final cost) or ``converges``.
+    epoch to the next by more than 1%), ``stuck`` (the cost no longer falling, above twice the best
+    rate's, and training accuracy below twice chance: with a rate this large the units saturate and
+    their gradients vanish, as in the book's sigmoid network), ``crawls`` (still falling, but ending above twice the
+    best rate's final cost) or ``converges``.
 
     Parameters
     ----------
@@ -249,7 +256,8 @@ def learning_rate(
     best = np.nanmin(finals) if not np.all(np.isnan(finals)) else math.nan
     rows = []
     for k, (eta, net, costs) in enumerate(zip(eta_list, pop, curves)):
-        verdict = _verdict(initial_cost, costs, diverged[k], best)
+        accuracy = net.history.train_accuracy[-1] if len(net.history) else math.nan
+        verdict = _verdict(initial_cost, costs, diverged[k], best, accuracy, net.sizes[-1])
         rows.append({
             "eta": eta,
             "epochs run": len(costs),
@@ -263,7 +271,8 @@ def learning_rate(
         (f"{list(initial.sizes)} ({initial.activation}, {initial.cost_name}), seed {seed}, optimizer {optimizer!r}, "
          f"{epochs} epochs at batch {batch_size} on {X.shape[0]:,} images; test on {Xt.shape[0]:,}."),
         (f"untrained cost {initial_cost:.4f}. Verdicts from the training cost per epoch: diverged = non-finite or "
-         "ended above the untrained cost; oscillates = rose by >1% between epochs; crawls = still falling but "
+         "ended above the untrained cost; stuck = flat, with training accuracy below twice chance (saturated units); "
+         "oscillates = rose by >1% between epochs; crawls = still falling but "
          "ending above twice the best final cost; converges = otherwise."),
     ]  # fmt: skip
     if good:
