@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.hpp"
 
@@ -716,31 +717,66 @@ struct Session {
 // ---------------------------------------------------------------------------------------------
 // Entry points.
 
-// The forward pass over n consecutive rows of X, a block at a time, calling done(j0, R) after each
-// block of R rows starting at row j0 (its outputs are then in A[L], its labels, when y is given,
-// in labels).
+// Forward passes over many rows are split into kSlices runs of whole blocks, run on as many
+// threads as are available; a run's results depend only on its rows, and sums over the runs are
+// added in a fixed order, so results do not depend on the thread count. Fewer rows than this
+// take one run on the calling thread (waking workers costs more than it saves).
+constexpr int64_t kRowsPerThreadedForward = 2048;
+
+template <class T>
+int forward_slices(int64_t n) {
+    return n >= kRowsPerThreadedForward ? kSlices : 1;
+}
+
+template <class T, class F>
+struct BlocksJob {
+    Session<T>* s;
+    const T* X;
+    const int64_t* y;
+    int64_t n;
+    F* done;
+};
+
+template <class T, class F>
+void run_blocks(void* ctx, int slice) {
+    BlocksJob<T, F>& job = *static_cast<BlocksJob<T, F>*>(ctx);
+    Session<T>& s = *job.s;
+    Work<T>& w = s.work[slice];
+    const int64_t n0 = s.net.n[0], n = job.n;
+    const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+    const int64_t first = blocks * slice / s.slices, last = blocks * (slice + 1) / s.slices;
+    const int64_t end = last * kRowBlock < n ? last * kRowBlock : n;
+    for (int64_t j0 = first * kRowBlock; j0 < end; j0 += kRowBlock) {
+        const int R = static_cast<int>(end - j0 < kRowBlock ? end - j0 : kRowBlock);
+        if (job.y)
+            for (int r = 0; r < R; ++r) w.labels[r] = job.y[j0 + r];
+        set_rows(w, job.X + j0 * n0, n0, R);
+        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(w); });
+        (*job.done)(w, slice, j0, R);
+    }
+}
+
+// The forward pass over n consecutive rows of X, a block at a time, in s.slices runs, calling
+// done(w, slice, j0, R) after each block of R rows starting at row j0 (its outputs are then in
+// w.A[L], its labels, when y is given, in w.labels). Calls for different slices may run at once.
 template <class T, class F>
 void forward_blocks(Session<T>& s, const T* X, const int64_t* y, int64_t n, F&& done) {
-    Work<T>& w = s.work[0];
-    const int64_t n0 = s.net.n[0];
-    for (int64_t j0 = 0; j0 < n; j0 += kRowBlock) {
-        const int R = static_cast<int>(n - j0 < kRowBlock ? n - j0 : kRowBlock);
-        if (y)
-            for (int r = 0; r < R; ++r) w.labels[r] = y[j0 + r];
-        set_rows(w, X + j0 * n0, n0, R);
-        with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(w); });
-        done(j0, R);
-    }
+    using Fn = std::remove_reference_t<F>;
+    BlocksJob<T, Fn> job{&s, X, y, n, &done};
+    if (s.slices == 1)
+        run_blocks<T, Fn>(&job, 0);
+    else
+        parallel_run(s.slices, run_blocks<T, Fn>, &job);
 }
 
 template <class T>
 int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out) {
     Session<T> s;
-    if (!s.open(model, false, false)) return kNoMemory;
+    if (!s.open(model, false, false, forward_slices<T>(n))) return kNoMemory;
     pack(s.net, theta, s.P);
     const int64_t nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
-    const T* a = s.work[0].A[s.net.L];
-    forward_blocks(s, X, nullptr, n, [&](int64_t j0, int R) {
+    forward_blocks(s, X, nullptr, n, [&](Work<T>& w, int, int64_t j0, int R) {
+        const T* a = w.A[s.net.L];
         for (int r = 0; r < R; ++r)
             std::memcpy(out + (j0 + r) * nout, a + r * ldo, sizeof(T) * static_cast<size_t>(nout));
     });
@@ -750,11 +786,11 @@ int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out)
 template <class T>
 int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t* labels) {
     Session<T> s;
-    if (!s.open(model, false, false)) return kNoMemory;
+    if (!s.open(model, false, false, forward_slices<T>(n))) return kNoMemory;
     pack(s.net, theta, s.P);
     const int64_t nout = s.net.n[s.net.L], ldo = s.net.ld[s.net.L];
-    const T* a = s.work[0].A[s.net.L];
-    forward_blocks(s, X, nullptr, n, [&](int64_t j0, int R) {
+    forward_blocks(s, X, nullptr, n, [&](Work<T>& w, int, int64_t j0, int R) {
+        const T* a = w.A[s.net.L];
         for (int r = 0; r < R; ++r) {
             const T* ar = a + r * ldo;
             int64_t best = 0;
@@ -769,10 +805,13 @@ int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t
 template <class T>
 int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int64_t n, double* mean_cost) {
     Session<T> s;
-    if (!s.open(model, false, false)) return kNoMemory;
+    if (!s.open(model, false, false, forward_slices<T>(n))) return kNoMemory;
     pack(s.net, theta, s.P);
+    double part[kSlices] = {};
+    forward_blocks(s, X, y, n,
+                   [&](Work<T>& w, int slice, int64_t, int R) { part[slice] += block_cost<T>(w, R, nullptr); });
     double total = 0;
-    forward_blocks(s, X, y, n, [&](int64_t, int R) { total += block_cost<T>(s.work[0], R, nullptr); });
+    for (int j = 0; j < s.slices; ++j) total += part[j];
     *mean_cost = total / static_cast<double>(n);
     return kOk;
 }

@@ -169,3 +169,38 @@ def test_results_do_not_depend_on_the_thread_count(core, tmp_path, batch) -> Non
         assert run.stdout.strip() == threads
         results[threads] = np.load(out)
     assert np.array_equal(results["1"], results["2"]) and np.array_equal(results["1"], results["3"])
+
+
+def test_forward_predict_and_cost_do_not_depend_on_the_thread_count(core, tmp_path) -> None:  # noqa: ANN001
+    """Many rows are split into fixed runs of blocks (threaded); the results are the same for any thread count."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    rows = 5000  # above the threshold for a threaded forward pass
+    np.savez(tmp_path / "case.npz", theta=rng.standard_normal(param_count([30, 20, 10])),
+             X=rng.random((rows, 30)), y=rng.integers(0, 10, rows))  # fmt: skip
+    code = (
+        "import numpy as np, sys; from fastgd import _core; d = np.load(sys.argv[1]); s = np.array([30, 20, 10]);"
+        "t, X, y = d['theta'], d['X'], d['y']; out = _core.forward(t, s, 0, 2, X);"
+        "np.savez(sys.argv[2], out=out, labels=_core.predict(t, s, 0, 2, X), cost=_core.cost(t, s, 0, 2, X, y))"
+    )
+    results = {}
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"t{threads}.npz"
+        env = dict(os.environ, FASTGD_NUM_THREADS=threads)
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], env=env,
+                       capture_output=True, text=True, check=True)  # fmt: skip
+        results[threads] = dict(np.load(out))
+    for threads in ("2", "3"):
+        for key in ("out", "labels", "cost"):
+            assert np.array_equal(results["1"][key], results[threads][key]), (threads, key)
+    # and the same as the reference, row by row
+    from fastgd.backends import _numpy as reference
+
+    d = np.load(tmp_path / "case.npz")
+    ref = reference.forward(d["theta"], np.array([30, 20, 10]), 0, 2, d["X"])
+    assert np.max(np.abs(results["1"]["out"] - ref)) <= 1e-12
+    assert abs(float(results["1"]["cost"]) - reference.cost(d["theta"], np.array([30, 20, 10]), 0, 2, d["X"],
+                                                           d["y"])) <= 1e-12  # fmt: skip

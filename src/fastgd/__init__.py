@@ -18,7 +18,8 @@ from .errors import (
     ModelFileError,
 )
 from .gradcheck import GradcheckReport, gradcheck
-from .network import History, Network
+from ._model_file import load
+from .network import History, Network, TrainingState
 from .optim import Optimizer
 from .population import Population, train_many
 
@@ -32,9 +33,11 @@ __all__ = [
     "History",
     "Network",
     "Optimizer",
+    "TrainingState",
     "Population",
     "config",
     "gradcheck",
+    "load",
     "load_fashion_mnist",
     "load_mnist",
     "load_raw",

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .errors import IDXFormatError
+from .errors import DataError, IDXFormatError
 
 __all__ = ["IDXContent", "Kind", "is_gzip", "read_idx_content"]
 
@@ -106,6 +106,9 @@ def read_idx_content(
     OSError
         If the file cannot be opened or read.
     """
+    image_shape, num_classes = _check_options(image_shape, num_classes)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     with open(path, "rb") as file:
         if file.read(2) != _GZIP_MAGIC:
@@ -120,6 +123,28 @@ def read_idx_content(
             raise IDXFormatError(
                 f"{path}: corrupt or truncated gzip stream ({exc or type(exc).__name__})"
             ) from exc
+
+
+def _check_options(image_shape: object, num_classes: object) -> tuple[tuple[int, int] | None, int | None]:
+    """The reader's options, checked: ``image_shape`` a pair of positive ints, ``num_classes`` 1-256."""
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    shape = None
+    if image_shape is not None:
+        if not (isinstance(image_shape, (tuple, list)) and len(image_shape) == 2 and all(map(is_int, image_shape))):
+            raise TypeError(f"image_shape must be None or a pair of integers (rows, cols), got {image_shape!r}")
+        if min(image_shape) < 1:
+            raise DataError(f"image_shape must hold positive integers, got {image_shape!r}")
+        shape = (int(image_shape[0]), int(image_shape[1]))
+    if num_classes is not None:
+        if not is_int(num_classes):
+            raise TypeError(f"num_classes must be None or an integer, got {num_classes!r}")
+        if not 1 <= num_classes <= 256:
+            raise DataError(f"num_classes must be from 1 to 256 (labels are bytes), got {num_classes!r}")
+        num_classes = int(num_classes)
+    return shape, num_classes
 
 
 def _parse(
@@ -176,6 +201,11 @@ def _parse(
             f"expected {image_shape[0]}x{image_shape[1]}"
         )
 
+    if math.prod(d for d in dims if d) > np.iinfo(np.intp).max:  # NumPy refuses such a shape even when empty
+        raise IDXFormatError(
+            f"{where}: header declares {' x '.join(map(str, dims))} {file_kind}, "
+            "dimensions too large for any array"
+        )
     payload_nbytes = math.prod(dims)
     declared = f"header declares {' x '.join(map(str, dims))} {file_kind}"
     if expected_nbytes is not None and len(header) + payload_nbytes != expected_nbytes:

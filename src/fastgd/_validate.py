@@ -29,8 +29,8 @@ def as_features(
     DataError
         If its shape is wrong, it has no rows, or it holds NaN or infinity.
     """
-    arr = np.asarray(X)
-    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    arr = _as_array(X, name)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):  # float32 or float64, either byte order
         hint = ""
         if arr.dtype.kind in "ui":
             hint = " (integer pixels must be scaled to floats first, e.g. X.astype(np.float32) / 255)"
@@ -41,17 +41,34 @@ def as_features(
         raise DataError(f"{name} has shape {arr.shape} but the network takes {n_features} inputs per row")
     if arr.shape[0] == 0:
         raise DataError(f"{name} has no rows")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if check_finite:
-        check_all_finite(arr, name)
-    return arr
+        check_all_finite(out, name, original=arr)
+    return out
 
 
-def check_all_finite(arr: np.ndarray, name: str = "X") -> None:
-    """Raise DataError naming the first NaN or infinite entry of the 2-D ``arr``, if any."""
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray(value)``, with NumPy's errors for what is no array (ragged lists, ...) naming ``name``."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{name} cannot be read as an array: {exc}") from None
+
+
+def check_all_finite(arr: np.ndarray, name: str = "X", original: np.ndarray | None = None) -> None:
+    """Raise DataError naming the first NaN or infinite entry of the 2-D ``arr``, if any.
+
+    ``original``: the array ``arr`` was converted from, to tell a value too large for ``arr``'s
+    dtype from a NaN or infinity given as such.
+    """
     if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise DataError(f"{name} holds a non-finite value ({arr[tuple(bad)]}) at row {bad[0]}, column {bad[1]}")
+        bad = tuple(np.argwhere(~np.isfinite(arr))[0])
+        if original is not None and np.isfinite(original[bad]):
+            raise DataError(
+                f"{name} holds {original[bad]} at row {bad[0]}, column {bad[1]}, beyond the range of {arr.dtype}"
+            )
+        raise DataError(f"{name} holds a non-finite value ({arr[bad]}) at row {bad[0]}, column {bad[1]}")
 
 
 def as_labels(y: Any, n: int, n_classes: int, name: str = "y") -> np.ndarray:
@@ -64,7 +81,7 @@ def as_labels(y: Any, n: int, n_classes: int, name: str = "y") -> np.ndarray:
     DataError
         If its length is not ``n`` or a label is out of range.
     """
-    arr = np.asarray(y)
+    arr = _as_array(y, name)
     if arr.dtype.kind not in "ui":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.ndim != 1:

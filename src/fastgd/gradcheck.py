@@ -150,6 +150,8 @@ def gradcheck(
     -------
     GradcheckReport
     """
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a fastgd.Network, got {type(net).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     default_h, stencil, denominator = METHODS[method]
@@ -213,7 +215,7 @@ def gradcheck(
         dtype=work.dtype.name,
         backend=work.backend,
     )
-    for layer, ((ws, bs), n_in, n_out) in enumerate(zip(work._layer_slices(), net.sizes[:-1], net.sizes[1:])):
+    for layer, ((ws, bs), _n_in, n_out) in enumerate(zip(work._layer_slices(), net.sizes[:-1], net.sizes[1:])):
         for kind, sl in (("weights", ws), ("biases", bs)):
             sel = (idx >= sl.start) & (idx < sl.stop)
             if not sel.any():

@@ -8,11 +8,13 @@ the ``numpy`` reference, which all take the same arguments and agree to rounding
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Callable
 
@@ -23,7 +25,7 @@ from ._validate import as_features, as_labels, check_all_finite, check_positive_
 from .errors import DataError, DivergenceError
 from .optim import Optimizer, resolve_optimizer
 
-__all__ = ["Network", "History", "DEFAULT_SIZES", "INITS"]
+__all__ = ["Network", "History", "TrainingState", "DEFAULT_SIZES", "INITS"]
 
 DEFAULT_SIZES = (784, 16, 16, 10)
 INITS = ("normal", "scaled")
@@ -107,6 +109,67 @@ class History:
         return "\n".join(lines)
 
 
+@dataclass
+class TrainingState:
+    """Where a :meth:`Network.fit` call stands between two epochs: enough to continue it bit-exactly.
+
+    Attributes
+    ----------
+    epochs : int
+        Epochs the call was asked for.
+    done : int
+        Epochs of the call finished (``done == epochs`` when it completed).
+    batch_size : int
+        Rows per mini-batch.
+    n_rows : int
+        Number of training rows.
+    seed : int
+        Seed of the shuffling.
+    optimizer : Optimizer
+        The optimizer, with its learning rate.
+    rng_state : dict
+        ``bit_generator.state`` of the shuffling generator (PCG64) at the start of epoch ``done``.
+    velocity : ndarray or None
+        The momentum buffer at that point (None without momentum).
+    data : dict
+        A description of the training data, as given to :meth:`Network.save` (may be empty).
+    """
+
+    epochs: int
+    done: int
+    batch_size: int
+    n_rows: int
+    seed: int
+    optimizer: Optimizer
+    rng_state: dict[str, Any]
+    velocity: np.ndarray | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every requested epoch has run."""
+        return self.done >= self.epochs
+
+    def copy(self) -> TrainingState:
+        """An independent copy."""
+        return replace(self, rng_state=copy.deepcopy(self.rng_state), data=dict(self.data),
+                       velocity=None if self.velocity is None else self.velocity.copy())  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        """The state as JSON-ready values (without the velocity array)."""
+        return {
+            "epochs": self.epochs,
+            "done": self.done,
+            "batch_size": self.batch_size,
+            "n_rows": self.n_rows,
+            "seed": self.seed,
+            "optimizer": {k: getattr(self.optimizer, k)
+                          for k in ("eta", "momentum", "l2", "schedule", "final", "name")},  # fmt: skip
+            "rng": copy.deepcopy(self.rng_state),
+            "data": dict(self.data),
+        }
+
+
 def _param_count(sizes: Sequence[int]) -> int:
     return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
 
@@ -142,6 +205,9 @@ class Network:
     ``fit(..., optimizer="sgd")`` is exactly the book's network and algorithm. The defaults are
     fastgd's own, chosen by experiment (see the README).
 
+    After :meth:`fit`, ``net.training_state`` (a :class:`TrainingState`) records where the call
+    stands; :meth:`save` stores it and :meth:`resume_fit` continues it.
+
     A network must not be trained from two threads at once: :meth:`fit` raises
     ``RuntimeError`` if it is already running in another thread. Different networks train in
     parallel threads freely (the compiled kernels release the GIL).
@@ -172,6 +238,7 @@ class Network:
         self._cost_code = backends.COSTS.index(self.cost_name)
         self.theta = self._initial_parameters()
         self.history = History()
+        self.training_state: TrainingState | None = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------
@@ -237,6 +304,7 @@ class Network:
         new.__dict__.update(self.__dict__)
         new.theta = self.theta.copy()
         new.history = History.from_dict(self.history.as_dict())
+        new.training_state = None if self.training_state is None else self.training_state.copy()
         new._lock = threading.Lock()
         return new
 
@@ -319,6 +387,8 @@ class Network:
         validation_data: tuple[Any, Any] | None = None,
         seed: int | None = None,
         callback: Callable[[Network, History], Any] | None = None,
+        *,
+        progress: Callable[[int, int], Any] | None = None,
     ) -> History:
         """Train by mini-batch stochastic gradient descent with backpropagation.
 
@@ -347,7 +417,12 @@ class Network:
         seed : int, optional
             Seed of the shuffling; the network's ``seed`` when not given.
         callback : callable, optional
-            Called as ``callback(net, history)`` after every epoch (e.g. progress, checkpoints).
+            Called as ``callback(net, history)`` after every epoch (e.g. progress, checkpoints);
+            :attr:`training_state` then describes the end of that epoch.
+        progress : callable, optional
+            Called as ``progress(rows_done, rows)`` several times during each epoch (about every
+            5,000 rows, on mini-batch boundaries), for progress bars. The parameters are the same
+            with or without it.
 
         Returns
         -------
@@ -359,8 +434,17 @@ class Network:
         DivergenceError
             If the cost or the parameters become NaN or infinite; the parameters are then left as
             they were before the failing epoch.
+        KeyboardInterrupt
+            Re-raised after putting the parameters back as they were at the start of the
+            interrupted epoch: :attr:`training_state` then describes that point, and
+            :meth:`resume_fit` (or a checkpoint saved now) continues bit-exactly.
         """
         opt = resolve_optimizer(optimizer, eta)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable as callback(net, history), got {callback!r}")
+        if not self.theta.flags.writeable:
+            raise DataError("theta is read-only, but training updates it in place (net.theta = net.theta.copy() "
+                            "gives the network a writable copy)")  # fmt: skip
         # X is searched for NaN and infinity only if an epoch ends non-finite (a NaN input always
         # makes the cost or the parameters NaN): a pass over a large X costs as much as an epoch.
         Xc = as_features(X, self.sizes[0], self.dtype, "X", check_finite=False)
@@ -370,54 +454,171 @@ class Network:
         batch_size = check_positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of training rows ({n})")
+        if seed is None:
+            seed = self.seed
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        rng = np.random.default_rng(seed)
+        velocity = opt.start(self.theta)
+        state = TrainingState(epochs=epochs, done=0, batch_size=batch_size, n_rows=n, seed=int(seed), optimizer=opt,
+                              rng_state=rng.bit_generator.state, velocity=velocity)  # fmt: skip
+        return self._train(Xc, yc, state, validation_data, callback, progress)
+
+    def resume_fit(
+        self,
+        X: Any,
+        y: Any,
+        validation_data: tuple[Any, Any] | None = None,
+        callback: Callable[[Network, History], Any] | None = None,
+        *,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> History:
+        """Continue the ``fit`` call that :attr:`training_state` describes, to its last epoch.
+
+        The call must have been interrupted (``KeyboardInterrupt``) or saved as a checkpoint and
+        loaded with :func:`fastgd.load`. Given the same ``X`` and ``y``, the parameters reached
+        are bit-for-bit those of the uninterrupted call (same backend and build).
+
+        Parameters
+        ----------
+        X, y : array_like
+            The training data of the interrupted call (its number of rows is checked).
+        validation_data, callback, progress
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        History
+            The epochs run by this call (none if the state was already finished).
+        """
+        state = self.training_state
+        if state is None:
+            raise ValueError("this network has no training state to resume (train it with fit, or load a checkpoint)")
+        Xc = as_features(X, self.sizes[0], self.dtype, "X", check_finite=False)
+        yc = self._y(y, Xc.shape[0])
+        if Xc.shape[0] != state.n_rows:
+            raise DataError(f"X has {Xc.shape[0]} rows but the training being resumed used {state.n_rows}")
+        return self._train(Xc, yc, state.copy(), validation_data, callback, progress)
+
+    def _train(
+        self,
+        Xc: np.ndarray,
+        yc: np.ndarray,
+        state: TrainingState,
+        validation_data: tuple[Any, Any] | None,
+        callback: Callable[[Network, History], Any] | None,
+        progress: Callable[[int, int], Any] | None,
+    ) -> History:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X, y)")
             Xv = self._X(validation_data[0], "validation X")
             yv = self._y(validation_data[1], Xv.shape[0], "validation y")
-        if seed is None:
-            seed = self.seed
-        rng = np.random.default_rng(seed)
+        n, batch_size, opt, epochs = state.n_rows, state.batch_size, state.optimizer, state.epochs
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state.rng_state
+        velocity = None if state.velocity is None else state.velocity.copy()
+        if opt.momentum and (velocity is None or velocity.shape != self.theta.shape):
+            raise ValueError("the training state's velocity does not match the network")
+        # A progress hook makes the epoch run as slices of its row order, each a whole number of
+        # mini-batches: the same steps in the same order, so the same parameters.
+        chunk = n
+        if progress is not None:
+            # Each call into the backend costs a little (packing, checks): about 5,000 rows per
+            # slice keeps that to a few percent of an epoch.
+            n_batches = -(-n // batch_size)
+            slices = min(100, max(1, -(-n // 5000)))
+            chunk = batch_size * max(1, -(-n_batches // slices))
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("this Network is already being trained in another thread")
         try:
+            self.training_state = state
             history = History()
-            state = opt.start(self.theta)
             first = len(self.history) + 1
-            for e in range(epochs):
+            start = state.done
+            for e in range(start, epochs):
                 eta_e = opt.eta_at(e, epochs)
-                order = rng.permutation(n).astype(np.int64)
                 before = self.theta.copy()
-                t0 = time.perf_counter()
-                train_cost, n_correct = self._backend.train_epoch(
-                    self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, order,
-                    batch_size, eta_e, opt.momentum, state, opt.l2,
-                )  # fmt: skip
-                seconds = time.perf_counter() - t0
-                if not (math.isfinite(train_cost) and np.isfinite(self.theta).all()):
-                    self.theta[:] = before
-                    check_all_finite(Xc, "X")
-                    raise DivergenceError(
-                        f"training diverged in epoch {first + e}: the cost became {train_cost} with "
-                        f"eta={eta_e:g}; the parameters are left as they were before that epoch. "
-                        "Try a smaller learning rate."
-                    )
-                val_cost = val_acc = math.nan
-                if validation_data is not None:
-                    val_cost = float(
-                        self._backend.cost(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv, yv)
-                    )
-                    val_acc = float(np.mean(self._backend.predict(
-                        self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv) == yv))  # fmt: skip
-                row = dict(epoch=first + e, train_cost=float(train_cost), train_accuracy=n_correct / n, val_cost=val_cost,
+                try:
+                    order = rng.permutation(n).astype(np.int64)
+                    t0 = time.perf_counter()
+                    if chunk >= n:
+                        train_cost, n_correct = self._backend.train_epoch(
+                            self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, order,
+                            batch_size, eta_e, opt.momentum, velocity, opt.l2,
+                        )  # fmt: skip
+                        if progress is not None:
+                            progress(n, n)
+                    else:
+                        total = 0.0
+                        n_correct = 0
+                        for k in range(0, n, chunk):
+                            part = order[k : k + chunk]
+                            part_cost, part_correct = self._backend.train_epoch(
+                                self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc, part,
+                                batch_size, eta_e, opt.momentum, velocity, opt.l2,
+                            )  # fmt: skip
+                            total += part.shape[0] * part_cost
+                            n_correct += part_correct
+                            progress(min(k + chunk, n), n)
+                        train_cost = total / n
+                    seconds = time.perf_counter() - t0
+                    if not (math.isfinite(train_cost) and np.isfinite(self.theta).all()):
+                        self.theta[:] = before
+                        check_all_finite(Xc, "X")
+                        raise DivergenceError(
+                            f"training diverged in epoch {first + e - start}: the cost became {train_cost} "
+                            f"with eta={eta_e:g}; the parameters are left as they were before that epoch. "
+                            "Try a smaller learning rate."
+                        )
+                    val_cost = val_acc = math.nan
+                    if validation_data is not None:
+                        val_cost = float(
+                            self._backend.cost(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv, yv)
+                        )
+                        val_acc = float(np.mean(self._backend.predict(
+                            self.theta, self._sizes_arr, self._act_code, self._cost_code, Xv) == yv))  # fmt: skip
+                except KeyboardInterrupt:
+                    self.theta[:] = before  # back to the start of the epoch, which training_state describes
+                    raise
+                row = dict(epoch=first + e - start, train_cost=float(train_cost),
+                           train_accuracy=n_correct / n, val_cost=val_cost,
                            val_accuracy=val_acc, eta=float(eta_e), seconds=seconds)  # fmt: skip
                 history.append(**row)
                 self.history.append(**row)
+                state = replace(state, done=e + 1, rng_state=rng.bit_generator.state,
+                                velocity=None if velocity is None else velocity.copy())  # fmt: skip
+                self.training_state = state
                 if callback is not None:
                     callback(self, history)
             return history
         finally:
             self._lock.release()
+
+    def save(self, path: str | os.PathLike[str], *, data: Mapping[str, Any] | None = None) -> None:
+        """Save the network to a ``.npz`` model file, atomically; read it back with :func:`fastgd.load`.
+
+        The file holds the parameters (bit-exact), the architecture, dtype, seed, the history and,
+        when the network has been trained, :attr:`training_state` (so an interrupted or saved
+        ``fit`` can be resumed). It is written to a temporary file in the same folder, flushed to
+        disk and renamed over ``path``: a failed save leaves any previous file intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write (conventionally ending in ``.npz``).
+        data : mapping, optional
+            A description of the training data (names to str, int, float, bool or None, e.g.
+            ``{"dataset": "mnist", "limit": 2000}``), stored with the training state.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written (missing or read-only folder, full disk), naming ``path``.
+        """
+        from ._model_file import save
+
+        save(self, path, data)
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:

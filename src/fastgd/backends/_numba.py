@@ -608,6 +608,14 @@ class _Scratch:
 
 def _call(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode,
           eta, momentum, velocity, l2, out, scratch):
+    # A read-only array is another type to numba: copies keep one compiled signature for all calls.
+    if mode in (_STEP_SGD, _STEP_GENERAL):
+        for name, arr in (("theta", theta), ("velocity", velocity)):
+            if not arr.flags.writeable:
+                raise ValueError(f"train_epoch: {name} is read-only but is updated in place")
+    elif not theta.flags.writeable:
+        theta = theta.copy()
+        velocity = theta[:0]
     return _run_batches(
         theta, sizes, int(activation), int(cost), X.reshape(-1), y, order, start, stop, batch_size, mode,
         eta, momentum, velocity, l2, out, scratch.acts, scratch.deltas, scratch.identity,

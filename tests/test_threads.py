@@ -1,0 +1,124 @@
+"""Threads: networks trained in parallel Python threads give the results of training them in turn.
+
+The C++ kernels release the GIL, so different networks train at the same time (the wall-time
+gain is measured by ``benchmarks/threads.py``, not asserted here). What is not safe, one network
+fitted from two threads at once, raises ``RuntimeError`` instead of interleaving the updates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fastgd import Network
+
+
+def problem(seed: int, n: int = 400, n_in: int = 20, n_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, n_in))
+    return X, np.argmax(X @ rng.standard_normal((n_in, n_classes)), axis=1)
+
+
+CONFIGS = [
+    # (Network kwargs, fit kwargs): plain SGD at batch 10, and batches above 16 rows, which the C++
+    # core also splits over its own worker threads, with momentum and L2
+    (dict(sizes=[20, 16, 16, 4], dtype="float32", seed=1), dict(epochs=3, batch_size=10, seed=5)),
+    (dict(sizes=[20, 24, 4], dtype="float64", seed=2, activation="relu", cost="cross-entropy"),
+     dict(epochs=3, batch_size=50, seed=6, optimizer="default")),
+]  # fmt: skip
+
+
+def run_in_threads(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in one thread each, all released at once; return their results (re-raise errors)."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def target(k: int) -> None:
+        try:
+            barrier.wait(30)
+            results[k] = calls[k]()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a training thread did not finish"
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize("config", range(len(CONFIGS)))
+def test_two_networks_in_two_threads_equal_serial_training(backend, config: int) -> None:  # noqa: ANN001
+    net_kw, fit_kw = CONFIGS[config]
+
+    def make(k: int) -> tuple[Network, np.ndarray, np.ndarray]:
+        X, y = problem(10 + k)
+        return Network(**{**net_kw, "seed": net_kw["seed"] + k}, backend=backend.NAME), X, y
+
+    serial = []
+    for k in range(2):
+        net, X, y = make(k)
+        net.fit(X, y, **fit_kw)
+        serial.append(net)
+    parallel = [make(k) for k in range(2)]
+    histories = run_in_threads([lambda p=p: p[0].fit(p[1], p[2], **fit_kw) for p in parallel])
+    for (net, _, _), alone, history in zip(parallel, serial, histories):
+        assert np.array_equal(net.theta, alone.theta)
+        assert history.train_cost == alone.history.train_cost
+    assert not np.array_equal(parallel[0][0].theta, parallel[1][0].theta)
+
+
+def test_many_threads_predicting_with_one_network(backend) -> None:  # noqa: ANN001
+    """Evaluation only reads the parameters: any number of threads may share a network."""
+    X, y = problem(3, n=2000)
+    net = Network([20, 16, 16, 4], backend=backend.NAME, seed=4)
+    expected = (net.predict(X), net.forward(X), net.cost(X, y))
+    results = run_in_threads([lambda: (net.predict(X), net.forward(X), net.cost(X, y))] * 4)
+    for labels, outputs, cost in results:
+        assert np.array_equal(labels, expected[0]) and np.array_equal(outputs, expected[1]) and cost == expected[2]
+
+
+def test_one_network_fitted_from_two_threads_raises_and_is_not_corrupted(backend) -> None:  # noqa: ANN001
+    """The second fit is refused while the first runs; the first finishes as if it had been alone."""
+    X, y = problem(4, n=2000)
+    alone = Network([20, 16, 4], backend=backend.NAME, seed=7)
+    alone.fit(X, y, epochs=4, batch_size=10, seed=3)
+
+    net = Network([20, 16, 4], backend=backend.NAME, seed=7)
+    in_first_epoch = threading.Event()
+    second_done = threading.Event()
+    refused: list[BaseException] = []
+
+    def callback(n: Network, history: Any) -> None:
+        if len(history) == 1:  # between the epochs of the first fit
+            in_first_epoch.set()
+            second_done.wait(60)
+
+    def first() -> None:
+        net.fit(X, y, epochs=4, batch_size=10, seed=3, callback=callback)
+
+    def second() -> None:
+        in_first_epoch.wait(60)
+        try:
+            net.fit(X, y, epochs=1, seed=99)
+        except RuntimeError as exc:
+            refused.append(exc)
+        finally:
+            second_done.set()
+
+    run_in_threads([first, second])
+    assert refused and "already being trained in another thread" in str(refused[0])
+    assert np.array_equal(net.theta, alone.theta)
+    assert net.history.epoch == [1, 2, 3, 4]
+    # once the first fit has returned, the network trains again
+    net.fit(X, y, epochs=1)
+    assert net.history.epoch == [1, 2, 3, 4, 5]
