@@ -22,6 +22,7 @@ from ._model_file import load
 from .network import History, Network, TrainingState
 from .optim import Optimizer
 from .population import Population, train_many
+from .sweep import SweepError, sweep
 
 BACKEND: str = backends.default_name()
 """Name of the backend ``backend="auto"`` uses in this process."""
@@ -43,6 +44,8 @@ __all__ = [
     "load_raw",
     "read_idx",
     "show_config",
+    "sweep",
+    "SweepError",
     "train_many",
     "BackendUnavailableError",
     "ChecksumError",

@@ -413,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
+    from .sweep import add_arguments as add_sweep_arguments, run_command as run_sweep
+
+    p = sub.add_parser("sweep", help="train a grid of settings x seeds in parallel (Dask), write CSV and plot",
+                       description="Run every combination of a grid of Network/fit settings for several seeds "
+                       "on a local Dask cluster or a remote one; print a table, write the CSV and a plot. An "
+                       "interrupted sweep resumes from its CSV.")  # fmt: skip
+    add_sweep_arguments(p)
+    p.set_defaults(func=run_sweep)
+
     from .experiments import add_parser as add_experiment_parser
     from .plot import add_parser as add_plot_parser
 
