@@ -300,14 +300,16 @@ void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int
 // xr[r] and d is R rows of stride ldw. Accumulates into W and b: with W, b the parameters
 // and scale = -eta/m this is a fused SGD step; with a gradient buffer and scale = 1/m it
 // accumulates the gradient.
-template <class T, int R>
+// With kAssign, W and b are overwritten with x^T (scale * d) and its column sums instead (a gradient
+// buffer's first block: no separate clearing pass).
+template <class T, int R, bool kAssign = false>
 void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T* W, T* b, int64_t ldw) {
     const T* x[R];
 #pragma GCC unroll 32
     for (int r = 0; r < R; ++r) x[r] = xr[r];
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> dv[R];
-        vec<T> bv = vload(b + c);
+        vec<T> bv = kAssign ? vec<T>{} : vload(b + c);
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) {
             dv[r] = vload(d + r * ldw + c) * scale;
@@ -318,7 +320,7 @@ void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T*
         for (; i + kUnroll <= n_in; i += kUnroll) {
             vec<T> acc[kUnroll];
 #pragma GCC unroll 16
-            for (int u = 0; u < kUnroll; ++u) acc[u] = vload(W + (i + u) * ldw + c);
+            for (int u = 0; u < kUnroll; ++u) acc[u] = kAssign ? vec<T>{} : vload(W + (i + u) * ldw + c);
 #pragma GCC unroll 32
             for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16
@@ -328,7 +330,7 @@ void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T*
             for (int u = 0; u < kUnroll; ++u) vstore(W + (i + u) * ldw + c, acc[u]);
         }
         for (; i < n_in; ++i) {
-            vec<T> acc = vload(W + i * ldw + c);
+            vec<T> acc = kAssign ? vec<T>{} : vload(W + i * ldw + c);
 #pragma GCC unroll 32
             for (int r = 0; r < R; ++r) acc += x[r][i] * dv[r];
             vstore(W + i * ldw + c, acc);
@@ -581,9 +583,10 @@ double block_cost(Work<T>& w, int R, T* delta) {
 // What the backward pass does with each layer's weight gradient.
 template <class T>
 struct Update {
-    enum Kind { kAccumulate, kStep, kMomentumStep } kind;
+    enum Kind { kAccumulate, kAssign, kStep, kMomentumStep } kind;
     T* target;      // kAccumulate: target += x^T (scale * delta), into the packed parameters (a
-    T scale;        //   fused plain SGD step, scale = -eta/m) or a packed gradient buffer (1/m)
+    T scale;        //   fused plain SGD step, scale = -eta/m) or a packed gradient buffer (1/m);
+                    //   kAssign: target = x^T (scale * delta) (a gradient buffer's first block)
     T eta, mu, l2;  // kStep, kMomentumStep: a fused optimizer step on w.P, scale = 1/m
     T* V;           // kMomentumStep: the packed velocity
 };
@@ -606,6 +609,9 @@ void block_backward(Work<T>& w, const Update<T>& up) {
         switch (up.kind) {
             case Update<T>::kAccumulate:
                 dense_rank_update<T, R>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo);
+                break;
+            case Update<T>::kAssign:
+                dense_rank_update<T, R, true>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo);
                 break;
             case Update<T>::kStep:
                 dense_step<T, R, false>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
@@ -841,6 +847,21 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
     return kOk;
 }
 
+// A mini-batch larger than one block is split into slices of consecutive rows: n_slices(m) of
+// them, as equal as whole rows allow, each cut into the fewest blocks of at most kRowBlock rows,
+// again as equal as possible. The split depends only on m (never on the thread count), and each
+// slice sums its blocks' gradients in its own buffer, so the result does not depend on which
+// thread runs which slice.
+inline int n_slices(int64_t m) {
+    const int64_t s = (m + kRowBlock - 1) / kRowBlock;
+    return static_cast<int>(s < kSlices ? s : kSlices);
+}
+// Rows [*first, *last) of the m rows belong to slice `slice` of `slices`.
+inline void slice_rows(int64_t m, int slices, int slice, int64_t* first, int64_t* last) {
+    *first = m * slice / slices;
+    *last = m * (slice + 1) / slices;
+}
+
 // The cache lines of rows order[0..count) of X (row length n0), into w.prefetch.
 template <class T>
 void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int64_t count) {
@@ -853,13 +874,16 @@ void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int
     w.n_prefetch = k;
 }
 
-// theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V.
-// (Biases take no l2.) The packed layout makes every region a whole number of vectors.
+// theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V, where G is
+// the sum of the n_g gradient buffers g[0..n_g), added in that order. (Biases take no l2.) The
+// packed layout makes every region a whole number of vectors.
 template <class T>
-void step_region(T* w, const T* g, T* v, int64_t count, T eta, T mu, T l2) {
-    for (int64_t k = 0; k < count; k += kLanes<T>) {
+void step_region(T* w, const T* const* g, int n_g, int64_t off, T* v, int64_t count, T eta, T mu, T l2) {
+    for (int64_t k = off; k < off + count; k += kLanes<T>) {
         const vec<T> wk = vload(w + k);
-        const vec<T> gk = vload(g + k) + l2 * wk;
+        vec<T> gk = vload(g[0] + k);
+        for (int j = 1; j < n_g; ++j) gk += vload(g[j] + k);
+        gk += l2 * wk;
         if (v) {
             const vec<T> vk = vload(v + k) * mu - eta * gk;
             vstore(v + k, vk);
@@ -870,11 +894,11 @@ void step_region(T* w, const T* g, T* v, int64_t count, T eta, T mu, T l2) {
     }
 }
 template <class T>
-void apply_step(const Net& net, T* P, const T* G, T* V, T eta, T mu, T l2) {
+void apply_step(const Net& net, T* P, const T* const* G, int n_g, T* V, T eta, T mu, T l2) {
     for (int l = 0; l < net.L; ++l) {
         const int64_t wo = net.woff[l], bo = net.boff[l];
-        step_region(P + wo, G + wo, V ? V + wo : nullptr, net.n[l] * net.ld[l + 1], eta, mu, l2);
-        step_region(P + bo, G + bo, V ? V + bo : nullptr, net.ld[l + 1], eta, mu, T(0));
+        step_region(P, G, n_g, wo, V, net.n[l] * net.ld[l + 1], eta, mu, l2);
+        step_region(P, G, n_g, bo, V, net.ld[l + 1], eta, mu, T(0));
     }
 }
 
@@ -888,6 +912,8 @@ struct SliceJob {
     const int64_t* order;  // the mini-batch's rows
     int64_t m;             // rows in the mini-batch
     int slices;
+    const int64_t* next_order;  // the next mini-batch's rows (prefetched at the end of each slice)
+    int64_t next_m;             // rows in the next mini-batch, 0 if none
     double cost[kSlices];
 };
 
@@ -897,34 +923,46 @@ void run_slice(void* ctx, int slice) {
     Session<T>& s = *job.s;
     Work<T>& w = s.work[slice];
     const int64_t n0 = s.net.n[0];
-    const int64_t blocks = (job.m + kRowBlock - 1) / kRowBlock;
-    const int64_t first = blocks * slice / job.slices, last = blocks * (slice + 1) / job.slices;
-    const int64_t end = last * kRowBlock < job.m ? last * kRowBlock : job.m;
-    std::memset(s.G[slice], 0, sizeof(T) * static_cast<size_t>(s.net.packed));
-    const Update<T> up{Update<T>::kAccumulate, s.G[slice], T(1) / static_cast<T>(job.m), 0, 0, 0, nullptr};
+    int64_t first, last;
+    slice_rows(job.m, job.slices, slice, &first, &last);
+    const int64_t rows = last - first, blocks = (rows + kRowBlock - 1) / kRowBlock;
+    // Where this slice's rows lie in the next mini-batch, for its first block's prefetch.
+    int64_t next_first = 0, next_count = 0;
+    if (job.next_m > 0) {
+        const int next_slices = n_slices(job.next_m);
+        if (slice < next_slices) {
+            int64_t nf, nl;
+            slice_rows(job.next_m, next_slices, slice, &nf, &nl);
+            const int64_t nb = (nl - nf + kRowBlock - 1) / kRowBlock;
+            next_first = nf;
+            next_count = (nl - nf) / nb;  // the first block's rows (see below)
+        }
+    }
+    Update<T> up{Update<T>::kAssign, s.G[slice], T(1) / static_cast<T>(job.m), 0, 0, 0, nullptr};
     double total = 0;
-    for (int64_t j0 = first * kRowBlock; j0 < end; j0 += kRowBlock) {
-        const int R = static_cast<int>(end - j0 < kRowBlock ? end - j0 : kRowBlock);
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t j0 = first + rows * b / blocks, j1 = first + rows * (b + 1) / blocks;
+        const int R = static_cast<int>(j1 - j0);
         for (int r = 0; r < R; ++r) {
             const int64_t row = job.order[j0 + r];
             w.labels[r] = job.y[row];
             w.rows[r] = job.X + row * n0;
         }
-        const int64_t next = j0 + R;
-        plan_prefetch(w, job.X, n0, job.order + next, end - next < kRowBlock ? end - next : kRowBlock);
-        with_rows(R, [&](auto rows) {
-            constexpr int RR = decltype(rows)::value;
+        if (b + 1 < blocks) {
+            const int64_t j2 = first + rows * (b + 2) / blocks;
+            plan_prefetch(w, job.X, n0, job.order + j1, j2 - j1);
+        } else {
+            plan_prefetch(w, job.X, n0, job.next_order + next_first, next_count);
+        }
+        with_rows(R, [&](auto rr) {
+            constexpr int RR = decltype(rr)::value;
             block_forward<T, RR>(w);
             total += block_cost<T>(w, RR, w.D0);
             block_backward<T, RR>(w, up);
         });
+        up.kind = Update<T>::kAccumulate;
     }
     job.cost[slice] = total;
-}
-
-template <class T>
-void add_into(T* a, const T* b, int64_t count) {
-    for (int64_t k = 0; k < count; k += kLanes<T>) vstore(a + k, vload(a + k) + vload(b + k));
 }
 
 template <class T>
@@ -941,7 +979,6 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     if (use_momentum) pack(s.net, velocity, s.V);
     const T eta = static_cast<T>(eta_), mu = static_cast<T>(momentum_), l2 = static_cast<T>(l2_);
     const int64_t n0 = s.net.n[0];
-    const int64_t packed = round_up(s.net.packed, kPad<T>);
     Work<T>& w = s.work[0];
     double total = 0;
     int status = kOk;
@@ -971,12 +1008,11 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
                 block_backward<T, RR>(w, up);
             });
         } else {
-            const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
-            SliceJob<T> job{&s, X, y, order + k, m, static_cast<int>(blocks < kSlices ? blocks : kSlices), {}};
+            const int64_t next_m = n_order - (k + m) < batch ? n_order - (k + m) : batch;
+            SliceJob<T> job{&s, X, y, order + k, m, n_slices(m), order + k + m, next_m, {}};
             parallel_run(job.slices, run_slice<T>, &job);
-            for (int j = 1; j < job.slices; ++j) add_into(s.G[0], s.G[j], packed);
             for (int j = 0; j < job.slices; ++j) total += job.cost[j];
-            apply_step(s.net, s.P, s.G[0], use_momentum ? s.V : nullptr, eta, mu, l2);
+            apply_step<T>(s.net, s.P, s.G, job.slices, use_momentum ? s.V : nullptr, eta, mu, l2);
         }
         rows_since_check += m;
         if (stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
