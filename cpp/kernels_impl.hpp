@@ -893,12 +893,15 @@ void step_region(T* w, const T* const* g, int n_g, int64_t off, T* v, int64_t co
         }
     }
 }
+// The step restricted to the packed entries [lo, hi) (multiples of kPad).
 template <class T>
-void apply_step(const Net& net, T* P, const T* const* G, int n_g, T* V, T eta, T mu, T l2) {
+void apply_step(const Net& net, T* P, const T* const* G, int n_g, T* V, T eta, T mu, T l2, int64_t lo, int64_t hi) {
     for (int l = 0; l < net.L; ++l) {
-        const int64_t wo = net.woff[l], bo = net.boff[l];
-        step_region(P, G, n_g, wo, V, net.n[l] * net.ld[l + 1], eta, mu, l2);
-        step_region(P, G, n_g, bo, V, net.ld[l + 1], eta, mu, T(0));
+        const int64_t wo = net.woff[l], bo = net.boff[l], we = bo, be = bo + net.ld[l + 1];
+        const int64_t w0 = wo > lo ? wo : lo, w1 = we < hi ? we : hi;
+        const int64_t b0 = bo > lo ? bo : lo, b1 = be < hi ? be : hi;
+        if (w1 > w0) step_region(P, G, n_g, w0, V, w1 - w0, eta, mu, l2);
+        if (b1 > b0) step_region(P, G, n_g, b0, V, b1 - b0, eta, mu, T(0));
     }
 }
 
@@ -965,29 +968,125 @@ void run_slice(void* ctx, int slice) {
     job.cost[slice] = total;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// A training epoch with large mini-batches runs as one parallel_run for the whole epoch instead
+// of one per mini-batch: the task that runs on the calling thread leads (it runs the epoch's loop
+// and the stop callback), the others help. Each mini-batch is a sequence of phases (its slices,
+// then the parameter step in chunks); the leader publishes a phase and every member claims its
+// tasks one at a time, so a helper that is late (or never starts: parallel_run may run all tasks
+// on the calling thread, one after another) only leaves more tasks to the leader, and the leader
+// waits only for tasks already claimed. Which member runs a task never changes its result.
+struct Team {
+    struct Phase {
+        void (*fn)(void*, int);
+        void* ctx;
+        int n;
+    };
+    uint64_t claim = 0;  // (phase number << 32) | next task of that phase
+    int done = 0;        // tasks of the current phase finished
+    int over = 0;        // set by the leader when the epoch is over
+    int leader = 0;      // set by the task that leads
+    uint64_t phase = 0;
+    Phase slot[2] = {};  // phase p is described in slot[p & 1]
+};
+
+inline void team_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// Claims and runs one task of the current phase: 1 if it ran one, 0 if none is left, -1 if it
+// lost a race for the task (try again).
+inline int team_run_one(Team& t) {
+    uint64_t c = __atomic_load_n(&t.claim, __ATOMIC_ACQUIRE);
+    const uint64_t p = c >> 32;
+    if (p == 0) return 0;
+    Team::Phase& ph = t.slot[p & 1];
+    const int i = static_cast<int>(c & 0xffffffffu);
+    if (i >= __atomic_load_n(&ph.n, __ATOMIC_RELAXED)) return 0;
+    if (!__atomic_compare_exchange_n(&t.claim, &c, c + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return -1;
+    // Phase p is still current, and stays so until this task is counted as done.
+    ph.fn(ph.ctx, i);
+    __atomic_fetch_add(&t.done, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+// The leader: runs fn(ctx, i) for i in [0, n) with the team, and returns when all are done.
+inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
+    const uint64_t p = ++t.phase;
+    Team::Phase& ph = t.slot[p & 1];
+    ph.fn = fn;
+    ph.ctx = ctx;
+    __atomic_store_n(&ph.n, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&t.done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&t.claim, p << 32, __ATOMIC_RELEASE);
+    while (team_run_one(t) != 0) {
+    }
+    while (__atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n) team_relax();
+}
+
+// A helper: runs the team's tasks until the leader says the epoch is over.
+inline void team_help(Team& t) {
+    while (!__atomic_load_n(&t.over, __ATOMIC_ACQUIRE))
+        if (team_run_one(t) == 0) team_relax();
+}
+
+thread_local bool on_calling_thread = false;
+
+// The parameter step of a large mini-batch, in kStepChunks tasks over ranges of the packed
+// parameters.
+constexpr int kStepChunks = 4;
 template <class T>
-int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
-                  int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
-                  double l2_, StopFn stop, void* stop_ctx, double* mean_cost, int64_t* n_correct) {
-    const bool use_momentum = momentum_ != 0.0;
-    // A mini-batch that fits in one block is stepped as its gradient is formed. A larger one has
-    // its gradient summed in slices (run on as many threads as are available), then stepped.
-    const bool fused = batch <= kRowBlock;
-    Session<T> s;
-    if (!s.open(model, !fused, use_momentum, fused ? 1 : kSlices)) return kNoMemory;
-    pack(s.net, theta, s.P);
-    if (use_momentum) pack(s.net, velocity, s.V);
-    const T eta = static_cast<T>(eta_), mu = static_cast<T>(momentum_), l2 = static_cast<T>(l2_);
-    const int64_t n0 = s.net.n[0];
+struct StepJob {
+    Session<T>* s;
+    int n_g;
+    T eta, mu, l2;
+    bool momentum;
+};
+template <class T>
+void run_step_chunk(void* ctx, int chunk) {
+    StepJob<T>& job = *static_cast<StepJob<T>*>(ctx);
+    Session<T>& s = *job.s;
+    const int64_t vecs = round_up(s.net.packed, kPad<T>) / kPad<T>;
+    const int64_t lo = vecs * chunk / kStepChunks * kPad<T>, hi = vecs * (chunk + 1) / kStepChunks * kPad<T>;
+    apply_step<T>(s.net, s.P, s.G, job.n_g, job.momentum ? s.V : nullptr, job.eta, job.mu, job.l2, lo, hi);
+}
+
+template <class T>
+struct Epoch {
+    Session<T>* s;
+    const T* X;
+    const int64_t* y;
+    const int64_t* order;
+    int64_t n_order, batch;
+    T eta, mu, l2;
+    bool momentum, fused;
+    StopFn stop;
+    void* stop_ctx;
+    Team* team;  // null: no helpers
+    double total;
+    int status;
+};
+
+template <class T>
+void epoch_loop(Epoch<T>& e) {
+    Session<T>& s = *e.s;
+    const T* X = e.X;
+    const int64_t* y = e.y;
+    const int64_t* order = e.order;
+    const T eta = e.eta, mu = e.mu, l2 = e.l2;
+    const int64_t n0 = s.net.n[0], batch = e.batch;
+    int64_t n_order = e.n_order;
     Work<T>& w = s.work[0];
     double total = 0;
-    int status = kOk;
     int64_t rows_since_check = 0;
     for (int64_t k = 0; k < n_order; k += batch) {
         const int64_t m = n_order - k < batch ? n_order - k : batch;
-        if (fused) {
+        if (e.fused) {
             Update<T> up{Update<T>::kStep, nullptr, T(1) / static_cast<T>(m), eta, mu, l2, s.V};
-            if (use_momentum)
+            if (e.momentum)
                 up.kind = Update<T>::kMomentumStep;
             else if (l2 == 0)
                 up = Update<T>{Update<T>::kAccumulate, s.P, -eta / static_cast<T>(m), 0, 0, 0, nullptr};
@@ -1010,26 +1109,73 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
         } else {
             const int64_t next_m = n_order - (k + m) < batch ? n_order - (k + m) : batch;
             SliceJob<T> job{&s, X, y, order + k, m, n_slices(m), order + k + m, next_m, {}};
-            parallel_run(job.slices, run_slice<T>, &job);
+            StepJob<T> step{&s, job.slices, eta, mu, l2, e.momentum};
+            if (e.team) {
+                team_phase(*e.team, run_slice<T>, &job, job.slices);
+                team_phase(*e.team, run_step_chunk<T>, &step, kStepChunks);
+            } else {
+                for (int j = 0; j < job.slices; ++j) run_slice<T>(&job, j);
+                for (int j = 0; j < kStepChunks; ++j) run_step_chunk<T>(&step, j);
+            }
             for (int j = 0; j < job.slices; ++j) total += job.cost[j];
-            apply_step<T>(s.net, s.P, s.G, job.slices, use_momentum ? s.V : nullptr, eta, mu, l2);
         }
         rows_since_check += m;
-        if (stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
+        if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
             rows_since_check = 0;
-            if (stop(stop_ctx)) {
-                status = kStopped;
+            if (e.stop(e.stop_ctx)) {
+                e.status = kStopped;
                 n_order = k + m;  // rows actually used, for the mean cost
                 break;
             }
         }
     }
+    e.n_order = n_order;
+    e.total = total;
+}
+
+// A member of the epoch's team: the first task on the calling thread leads, any other helps.
+template <class T>
+void epoch_member(void* ctx, int) {
+    Epoch<T>& e = *static_cast<Epoch<T>*>(ctx);
+    if (on_calling_thread && !__atomic_exchange_n(&e.team->leader, 1, __ATOMIC_ACQ_REL)) {
+        epoch_loop(e);
+        __atomic_store_n(&e.team->over, 1, __ATOMIC_RELEASE);
+    } else {
+        team_help(*e.team);
+    }
+}
+
+template <class T>
+int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
+                  int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
+                  double l2_, StopFn stop, void* stop_ctx, double* mean_cost, int64_t* n_correct) {
+    const bool use_momentum = momentum_ != 0.0;
+    // A mini-batch that fits in one block is stepped as its gradient is formed. A larger one has
+    // its gradient summed in slices (run on as many threads as are available), then stepped.
+    const bool fused = batch <= kRowBlock;
+    Session<T> s;
+    if (!s.open(model, !fused, use_momentum, fused ? 1 : kSlices)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    if (use_momentum) pack(s.net, velocity, s.V);
+    Epoch<T> e{&s,   X,     y,        order,   n_order, batch,   static_cast<T>(eta_), static_cast<T>(momentum_),
+               static_cast<T>(l2_), use_momentum, fused, stop, stop_ctx, nullptr, 0.0, kOk};
+    const int members = fused ? 1 : (thread_count() < kSlices ? thread_count() : kSlices);
+    if (members > 1) {
+        Team team;
+        e.team = &team;
+        const bool was = on_calling_thread;
+        on_calling_thread = true;
+        parallel_run(members, epoch_member<T>, &e);
+        on_calling_thread = was;
+    } else {
+        epoch_loop(e);
+    }
     unpack(s.net, s.P, theta);
     if (use_momentum) unpack(s.net, s.V, velocity);
-    *mean_cost = n_order > 0 ? total / static_cast<double>(n_order) : 0.0;
+    *mean_cost = e.n_order > 0 ? e.total / static_cast<double>(e.n_order) : 0.0;
     *n_correct = 0;
     for (int j = 0; j < (fused ? 1 : kSlices); ++j) *n_correct += s.work[j].correct;
-    return status;
+    return e.status;
 }
 
 #define FASTGD_STR2(x) #x

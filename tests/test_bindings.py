@@ -144,7 +144,7 @@ def test_every_instruction_set_agrees(core, tmp_path) -> None:  # noqa: ANN001
         assert np.max(np.abs(t - base)) <= 1e-12 * np.max(np.abs(base)), isa
 
 
-@pytest.mark.parametrize("batch", [40, 100])
+@pytest.mark.parametrize("batch", [17, 40, 100, 300])
 def test_results_do_not_depend_on_the_thread_count(core, tmp_path, batch) -> None:  # noqa: ANN001
     """Large mini-batches are summed in fixed slices, whatever the number of threads."""
     import os
