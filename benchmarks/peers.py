@@ -59,7 +59,6 @@ import argparse
 import importlib
 import json
 import math
-import os
 import sys
 import time
 import traceback

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import require_backend
 
 from fastgd import backends
-from helpers import require_backend
 
 
 @pytest.fixture(params=backends.NAMES)

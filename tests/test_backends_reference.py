@@ -21,11 +21,11 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers import EPOCH_RTOL64 as RTOL64_EPOCH
+from helpers import GRADCHECK_RTOL, RTOL32, RTOL32_GRAD, RTOL64, rel_err
 
 from fastgd import backends
 from fastgd.backends import _numpy as reference
-from helpers import EPOCH_RTOL64 as RTOL64_EPOCH
-from helpers import GRADCHECK_RTOL, RTOL32, RTOL32_GRAD, RTOL64, rel_err
 
 FD_RTOL = GRADCHECK_RTOL  # reference gradient vs finite differences, worst over every parameter
 

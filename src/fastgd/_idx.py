@@ -25,7 +25,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -128,10 +128,10 @@ def read_idx_content(
 def _check_options(image_shape: object, num_classes: object) -> tuple[tuple[int, int] | None, int | None]:
     """The reader's options, checked: ``image_shape`` a pair of positive ints, ``num_classes`` 1-256."""
 
-    def is_int(v: object) -> bool:
+    def is_int(v: object) -> TypeGuard[int | np.integer]:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-    shape = None
+    shape = classes = None
     if image_shape is not None:
         if not (isinstance(image_shape, (tuple, list)) and len(image_shape) == 2 and all(map(is_int, image_shape))):
             raise TypeError(f"image_shape must be None or a pair of integers (rows, cols), got {image_shape!r}")
@@ -143,8 +143,8 @@ def _check_options(image_shape: object, num_classes: object) -> tuple[tuple[int,
             raise TypeError(f"num_classes must be None or an integer, got {num_classes!r}")
         if not 1 <= num_classes <= 256:
             raise DataError(f"num_classes must be from 1 to 256 (labels are bytes), got {num_classes!r}")
-        num_classes = int(num_classes)
-    return shape, num_classes
+        classes = int(num_classes)
+    return shape, classes
 
 
 def _parse(

@@ -32,11 +32,11 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -205,7 +205,7 @@ def numpy_blas() -> dict[str, Any]:
     if libs:
         return libs[0]
     try:
-        cfg = np.show_config(mode="dicts")  # type: ignore[call-arg]
+        cfg = np.show_config(mode="dicts")  # type: ignore[call-arg, unused-ignore]  # (NumPy < 1.25: no mode)
         blas = cfg["Build Dependencies"]["blas"]
         return {"internal_api": blas.get("name"), "version": blas.get("version")}
     except Exception:  # noqa: BLE001 - older NumPy: no dict mode
@@ -218,10 +218,8 @@ def machine_info() -> dict[str, Any]:
 
     cpu = _lscpu()
     cores = None
-    try:
+    with suppress(KeyError, ValueError):
         cores = int(cpu["Core(s) per socket"]) * int(cpu.get("Socket(s)", "1"))
-    except (KeyError, ValueError):
-        pass
     info: dict[str, Any] = {
         "cpu": cpu.get("Model name") or platform.processor() or "unknown",
         "cpu_family_model": f"{cpu.get('CPU family', '?')}/{cpu.get('Model', '?')}",

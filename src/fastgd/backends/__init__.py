@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 from ..errors import BackendUnavailableError
@@ -66,6 +67,7 @@ NAMES = ("cpp", "numba", "numpy")
 _MODULES = {"cpp": "._cpp", "numba": "._numba", "numpy": "._numpy"}
 _loaded: dict[str, ModuleType] = {}
 _errors: dict[str, str] = {}
+_fallback_noticed = False
 
 
 def load(name: str) -> ModuleType:
@@ -114,13 +116,32 @@ def resolve(name: str | None = "auto") -> ModuleType:
             return load(forced)
         for candidate in NAMES:
             try:
-                return load(candidate)
+                module = load(candidate)
             except BackendUnavailableError:
                 continue
+            if candidate != NAMES[0]:
+                _notice_fallback(candidate)
+            return module
         raise BackendUnavailableError("no fastgd backend could be loaded")  # numpy always loads
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     return load(name.lower())
+
+
+def _notice_fallback(name: str) -> None:
+    """Warn, once per process, that the compiled backend is missing and ``name`` runs instead."""
+    global _fallback_noticed
+    if _fallback_noticed:
+        return
+    _fallback_noticed = True
+    warnings.warn(
+        f"fastgd: the compiled extension fastgd._core is not available ({_errors.get('cpp', 'unknown error')}), "
+        f"so fastgd runs on its {name!r} backend, about half as fast. To get the 'cpp' backend, reinstall fastgd "
+        "where a C++17 compiler works (pip install --no-cache-dir --force-reinstall fastgd); to choose "
+        f"{name!r} without this message, set FASTGD_BACKEND={name}.",
+        RuntimeWarning,
+        stacklevel=4,  # the first call comes from `import fastgd` (fastgd/__init__.py)
+    )
 
 
 def default_name() -> str:

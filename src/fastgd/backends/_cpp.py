@@ -6,7 +6,7 @@ already have the right dtype and layout (``fastgd.network`` converts once, befor
 
 from __future__ import annotations
 
-from .. import _core
+import fastgd._core as _core  # (not `from .. import _core`: a missing module then says "No module named")
 
 NAME = "cpp"
 

@@ -128,7 +128,9 @@ def _output_delta(a: np.ndarray, Y: np.ndarray, cost: int) -> np.ndarray:
 # Forward pass and backpropagation of one batch
 
 
-def _forward(layers, activation: int, cost: int, X: np.ndarray):
+def _forward(
+    layers: list[tuple[np.ndarray, np.ndarray]], activation: int, cost: int, X: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``zs[l]`` and ``activations[l + 1]`` of every layer ``l``; ``activations[0]`` is ``X``."""
     zs = []
     activations = [X]
@@ -141,7 +143,9 @@ def _forward(layers, activation: int, cost: int, X: np.ndarray):
     return zs, activations
 
 
-def _backprop(theta, sizes, activation: int, cost: int, X, y, out) -> tuple[float, int]:
+def _backprop(
+    theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray, y: np.ndarray, out: np.ndarray
+) -> tuple[float, int]:
     """Write the gradient of the mean cost over the rows of ``X`` into ``out``; return the summed cost
     and the number of rows whose largest output (the first on ties) is their label."""
     layers = _layers(theta, sizes)
@@ -174,20 +178,20 @@ _quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ig
 
 
 @_quiet
-def forward(theta, sizes, activation, cost, X):
+def forward(theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray) -> np.ndarray:
     """Output activations ``(n, sizes[-1])`` in theta's dtype."""
     zs, activations = _forward(_layers(theta, sizes), int(activation), int(cost), X)
     return activations[-1]
 
 
 @_quiet
-def predict(theta, sizes, activation, cost, X):
+def predict(theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray) -> np.ndarray:
     """Index of the largest output activation of each row (first on ties), int64 ``(n,)``."""
     return np.argmax(forward(theta, sizes, activation, cost, X), axis=1).astype(np.int64)
 
 
 @_quiet
-def cost(theta, sizes, activation, cost, X, y):
+def cost(theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray, y: np.ndarray) -> float:
     """Mean cost over the rows (no regularisation term), as a Python float."""
     n = X.shape[0]
     zs, activations = _forward(_layers(theta, sizes), int(activation), int(cost), X)
@@ -196,14 +200,29 @@ def cost(theta, sizes, activation, cost, X, y):
 
 
 @_quiet
-def grad(theta, sizes, activation, cost, X, y, out):
+def grad(
+    theta: np.ndarray, sizes: np.ndarray, activation: int, cost: int, X: np.ndarray, y: np.ndarray, out: np.ndarray
+) -> float:
     """Overwrite ``out`` with the gradient of the mean cost over the rows; return the mean cost."""
     n = X.shape[0]
     return _backprop(theta, sizes, int(activation), int(cost), X, y, out)[0] / max(n, 1)
 
 
 @_quiet
-def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
+def train_epoch(
+    theta: np.ndarray,
+    sizes: np.ndarray,
+    activation: int,
+    cost: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    order: np.ndarray,
+    batch_size: int,
+    eta: float,
+    momentum: float,
+    velocity: np.ndarray | None,
+    l2: float,
+) -> tuple[float, int]:
     """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost and
     the number of rows classified correctly in their mini-batch's forward pass (before its step)."""
     activation, cost, batch_size = int(activation), int(cost), int(batch_size)
@@ -223,6 +242,7 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
         if momentum == 0.0:
             theta -= eta * g
         else:
+            assert velocity is not None  # the contract: given whenever momentum is not 0
             velocity *= momentum
             velocity -= eta * g
             theta += velocity
