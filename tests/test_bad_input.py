@@ -532,3 +532,14 @@ def test_binding_argument_types(core) -> None:  # noqa: ANN001
         core.train_epoch(*(args[p] for p in CORE_PARAMS["train_epoch"][:7]), "3", 0.1, 0.0, None, 0.0)
     with pytest.raises(ValueError, match="velocity must be a numpy array"):
         core.train_epoch(*(args[p] for p in CORE_PARAMS["train_epoch"][:9]), 0.5, [0.0] * 53, 0.0)
+
+
+def test_huge_finite_values_are_accepted_and_non_finite_ones_found_among_them() -> None:
+    """The quick finiteness check sums rows; a sum that overflows must not be taken for a NaN."""
+    net = Network([784, 4, 3])
+    X = np.full((3, 784), 3e38, dtype=np.float32)  # every row sums past float32's range
+    assert net.predict(X).shape == (3,)
+    for bad in (np.inf, -np.inf, np.nan):
+        X[2, 700] = bad
+        with pytest.raises(DataError, match=r"X holds a non-finite value .* at row 2, column 700"):
+            net.predict(X)
