@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-bound-mib", type=float, default=None,
                    help=f"allowed RSS growth in MiB (default {RSS_BOUND_MIB_PER_10K:g} per 10,000 iterations)")
     p.add_argument("--traced-bound-kib", type=float, default=None,
-                   help=f"allowed tracemalloc growth in KiB (default {TRACED_BOUND_KIB_PER_10K:g} per 10,000 iterations)")
+                   help=f"allowed tracemalloc growth in KiB "
+                   f"(default {TRACED_BOUND_KIB_PER_10K:g} per 10,000 iterations)")
     p.add_argument("--inject-leak", type=int, default=0, metavar="BYTES",
                    help="self-test: leak a NumPy array of BYTES per iteration (the check must then fail)")
     p.add_argument("--inject-c-leak", type=int, default=0, metavar="BYTES",
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     module = fastgd.backends.load(args.backend)
     build = module.info() if hasattr(module, "info") else {}
     print(f"fastgd {fastgd.__version__} from {os.path.dirname(fastgd.__file__)}")
-    print(f"backend {args.backend}" + (f": isa={build.get('isa')}, build_type={build.get('build_type')}" if build else ""))
+    details = f": isa={build.get('isa')}, build_type={build.get('build_type')}" if build else ""
+    print(f"backend {args.backend}{details}")
     print(f"{args.iterations} iterations of fit(epochs=1) + predict (+ a rejected call on cpp) after {args.warmup} "
           f"warm-up iterations")  # fmt: skip
     try:

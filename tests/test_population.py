@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +28,17 @@ def _data(n: int = 57, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _separate(seeds, etas, X, y, epochs, batch_size, optimizer, validation_data=None, **opts):
+def _separate(
+    seeds: Sequence[int],
+    etas: Sequence[float | None],
+    X: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    optimizer: str | fastgd.Optimizer,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    **opts: Any,
+) -> list[Network]:
     nets = []
     for s, e in zip(seeds, etas):
         net = Network(SIZES, seed=s, **opts)
@@ -42,7 +55,9 @@ MOMENTUM = fastgd.Optimizer(eta=0.05, momentum=0.9, l2=1e-3, schedule="cosine", 
 @pytest.mark.parametrize(
     ("optimizer", "batch_size"), [("sgd", 1), ("default", 10), ("sgd", 13), ("sgd", 57), (MOMENTUM, 20)]
 )
-def test_bit_identical_to_separate_fits(backend, dtype: str, optimizer, batch_size: int) -> None:
+def test_bit_identical_to_separate_fits(
+    backend: ModuleType, dtype: str, optimizer: str | fastgd.Optimizer, batch_size: int
+) -> None:
     X, y = _data()
     Xv, yv = _data(20, seed=9)
     seeds = [0, 5, 7]
@@ -63,7 +78,7 @@ def test_bit_identical_to_separate_fits(backend, dtype: str, optimizer, batch_si
 
 
 @pytest.mark.parametrize("K", [1, 5])
-def test_thread_count_does_not_change_results(backend, K: int) -> None:
+def test_thread_count_does_not_change_results(backend: ModuleType, K: int) -> None:
     X, y = _data()
     seeds = list(range(10, 10 + K))
     pops = [train_many(SIZES, X, y, seeds, etas=0.3, epochs=2, batch_size=b, optimizer="sgd", n_threads=t,
@@ -89,7 +104,7 @@ def test_default_etas_and_a_single_eta() -> None:
     assert len(pop) == 1 and list(pop.etas) == [2.0]
 
 
-def test_a_diverging_network_does_not_stop_the_others(backend) -> None:
+def test_a_diverging_network_does_not_stop_the_others(backend: ModuleType) -> None:
     X, y = _data()
     opts = {"activation": "relu", "cost": "quadratic", "dtype": "float32", "backend": backend.NAME}
     seeds, etas = [0, 1, 2], [0.1, 1e30, 0.2]
@@ -172,8 +187,8 @@ def _core_args(K: int = 2, dtype: str = "float32") -> dict:
     thetas = np.stack([Network(SIZES, seed=k, dtype=dtype).theta for k in range(K)])
     return {"thetas": thetas, "sizes": sizes, "activation": 1, "cost": 2, "X": X.astype(dtype), "y": y.astype(np.int64),
                 "orders": np.stack([np.arange(X.shape[0])] * K).astype(np.int64), "batch_size": 10,
-                "etas": np.full(K, 0.1), "momentum": 0.0, "velocities": None, "l2": 0.0, "active": np.ones(K, dtype=np.uint8),
-                "Xv": None, "yv": None, "n_threads": 0}  # fmt: skip
+                "etas": np.full(K, 0.1), "momentum": 0.0, "velocities": None, "l2": 0.0,
+                "active": np.ones(K, dtype=np.uint8), "Xv": None, "yv": None, "n_threads": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -196,7 +211,7 @@ def _core_args(K: int = 2, dtype: str = "float32") -> dict:
         (lambda a: a.update(n_threads=-1), "n_threads"),
     ],
 )
-def test_compiled_trainer_checks_every_array(change, match: str) -> None:
+def test_compiled_trainer_checks_every_array(change: Callable[[dict[str, Any]], Any], match: str) -> None:
     require_backend("cpp")
     from fastgd import _core
 
@@ -206,7 +221,7 @@ def test_compiled_trainer_checks_every_array(change, match: str) -> None:
         _core.train_epoch_many(**args)
 
 
-def test_compiled_trainer_leaves_inactive_networks_alone(backend) -> None:
+def test_compiled_trainer_leaves_inactive_networks_alone(backend: ModuleType) -> None:
     args = _core_args(K=3, dtype="float64")
     args["active"][1] = 0
     args["Xv"], args["yv"] = args["X"][:20], args["y"][:20]

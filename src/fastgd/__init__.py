@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import backends
 from ._config import config, show_config
+from ._model_file import load
 from ._version import __version__
 from .data import load_fashion_mnist, load_mnist, load_raw, read_idx
 from .errors import (
@@ -18,7 +19,6 @@ from .errors import (
     ModelFileError,
 )
 from .gradcheck import GradcheckReport, gradcheck
-from ._model_file import load
 from .network import History, Network, TrainingState
 from .optim import Optimizer
 from .population import Population, train_many

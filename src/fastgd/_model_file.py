@@ -25,6 +25,7 @@ previous file intact.
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import json
 import os
@@ -50,7 +51,7 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 16 * 2**20  # the JSON record: a history of 10,000 epochs takes about 1.5 MB
 MAX_NPY_HEADER = 4096  # numpy writes headers of 128 bytes or a few multiples
 OPTIMIZER_FIELDS = ("eta", "momentum", "l2", "schedule", "final", "name")
-DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 _MEMBERS = ("meta.npy", "theta.npy", "velocity.npy")
 
 
@@ -122,10 +123,8 @@ def save(net: Network, path: str | os.PathLike[str], data: Mapping[str, Any] | N
         raise OSError(exc.errno, f"cannot save the model to {path!r}: {reason}", path) from exc
     finally:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------------

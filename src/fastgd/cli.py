@@ -7,12 +7,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backends
 from ._version import __version__
 from .network import DEFAULT_ACTIVATION, DEFAULT_COST, DEFAULT_INIT, DEFAULT_SIZES, INITS
+
+if TYPE_CHECKING:
+    from .data import Split
 
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -27,7 +31,7 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def _load(dataset: str, split: str, data_dir: str | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def _load(dataset: str, split: Split, data_dir: str | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     from .data import load_fashion_mnist, load_mnist
 
     loader = load_mnist if dataset == "mnist" else load_fashion_mnist
@@ -46,7 +50,8 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", *backends.NAMES), default="auto", help="(default: auto)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="(default: mnist)")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding the dataset's files (default: $FASTGD_DATA, then the cache, downloading)")  # fmt: skip
+                   help="folder holding the dataset's files "
+                   "(default: $FASTGD_DATA, then the cache, downloading)")  # fmt: skip
 
 
 def _network(args: argparse.Namespace):  # noqa: ANN202
@@ -88,7 +93,7 @@ class _Progress:
 
     def __init__(self, batch_size: int, epochs: int, enabled: bool) -> None:
         self.batch_size, self.epochs, self.enabled = batch_size, epochs, enabled
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made on the first call
         self.epoch = 0
 
     def __call__(self, rows_done: int, rows: int) -> None:
@@ -360,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=10, help="(default: 10)")
     p.add_argument("--eta", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument("--optimizer", choices=("default", "sgd"), default="default",
-                   help="'sgd' is the book's plain SGD (eta 3.0 unless given); 'default' is fastgd's recipe")  # fmt: skip
+                   help="'sgd' is the book's plain SGD (eta 3.0 unless given); "
+                   "'default' is fastgd's recipe")  # fmt: skip
     p.add_argument("--limit", type=int, default=0, help="train on the first N images only (default: all)")
     p.add_argument("--out", default=None, metavar="MODEL.npz",
                    help="save the model here at the end, and as a checkpoint after every epoch (default: no file; "
@@ -413,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    from .sweep import add_arguments as add_sweep_arguments, run_command as run_sweep
+    from .sweep import add_arguments as add_sweep_arguments
+    from .sweep import run_command as run_sweep
 
     p = sub.add_parser("sweep", help="train a grid of settings x seeds in parallel (Dask), write CSV and plot",
                        description="Run every combination of a grid of Network/fit settings for several seeds "

@@ -13,10 +13,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class History:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Sequence[Any]]) -> History:
+    def from_dict(cls, d: Mapping[str, Sequence[Any]]) -> History:
         h = cls()
         for name in h.as_dict():
             getattr(h, name).extend(d.get(name, ()))
@@ -317,7 +317,7 @@ class Network:
     # ----------------------------------------------------------------------------------------
     # Evaluation
 
-    def _X(self, X: Any, name: str = "X") -> np.ndarray:
+    def _X(self, X: Any, name: str = "X") -> np.ndarray:  # noqa: N802  # the book's X, as N803/N806
         return as_features(X, self.sizes[0], self.dtype, name)
 
     def _y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
@@ -461,7 +461,7 @@ class Network:
         rng = np.random.default_rng(seed)
         velocity = opt.start(self.theta)
         state = TrainingState(epochs=epochs, done=0, batch_size=batch_size, n_rows=n, seed=int(seed), optimizer=opt,
-                              rng_state=rng.bit_generator.state, velocity=velocity)  # fmt: skip
+                              rng_state=dict(rng.bit_generator.state), velocity=velocity)  # fmt: skip
         return self._train(Xc, yc, state, validation_data, callback, progress)
 
     def resume_fit(
@@ -560,7 +560,8 @@ class Network:
                             )  # fmt: skip
                             total += part.shape[0] * part_cost
                             n_correct += part_correct
-                            progress(min(k + chunk, n), n)
+                            if progress is not None:
+                                progress(min(k + chunk, n), n)
                         train_cost = total / n
                     seconds = time.perf_counter() - t0
                     if not (math.isfinite(train_cost) and np.isfinite(self.theta).all()):

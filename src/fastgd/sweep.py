@@ -44,12 +44,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import backends
 from .errors import DivergenceError, FastgdError
+
+if TYPE_CHECKING:
+    from .data import Split
 
 __all__ = [
     "DATASETS",
@@ -258,7 +261,7 @@ _data_lock = threading.Lock()
 _data_cache: dict[tuple[str, str | None, str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _dataset(dataset: str, split: str, data_dir: str | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def _dataset(dataset: str, split: Split, data_dir: str | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """The split, loaded once per process (each worker keeps its own copy)."""
     key = (dataset, data_dir, split, dtype)
     with _data_lock:
@@ -736,10 +739,10 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:
+                import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # installed on 3.10 only
             data = tomllib.loads(text)
         elif path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -736,7 +736,8 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     chunk_costs = np.zeros(K)
     chunk_correct = np.zeros(K, dtype=np.int64)
     saved_threads = numba.get_num_threads()
-    numba.set_num_threads(min(int(n_threads) or saved_threads, numba.config.NUMBA_NUM_THREADS))
+    max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set from the environment at import
+    numba.set_num_threads(min(int(n_threads) or saved_threads, max_threads))
     try:
         Xf = X.reshape(-1)
         for start in range(0, n, chunk):

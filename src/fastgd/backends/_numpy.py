@@ -252,8 +252,24 @@ def train_epoch(
 _mean_cost = cost  # the function, under a name train_epoch_many's ``cost`` argument does not hide
 
 
-def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
-                     active, Xv, yv, n_threads):
+def train_epoch_many(
+    thetas: np.ndarray,
+    sizes: np.ndarray,
+    activation: int,
+    cost: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    orders: np.ndarray,
+    batch_size: int,
+    etas: np.ndarray,
+    momentum: float,
+    velocities: np.ndarray | None,
+    l2: float,
+    active: np.ndarray,
+    Xv: np.ndarray | None,
+    yv: np.ndarray | None,
+    n_threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One epoch of each active network (row of ``thetas``), in place, one after another: the backend
     contract's ``train_epoch_many`` (``n_threads`` is ignored)."""
     K = thetas.shape[0]
@@ -262,10 +278,14 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     val_costs = np.full(K, np.nan)
     val_correct = np.zeros(K, dtype=np.int64)
     for k in np.flatnonzero(active):
-        velocity = velocities[k] if momentum != 0 else None
+        velocity = None
+        if momentum != 0:
+            assert velocities is not None  # the contract: given whenever momentum is not 0
+            velocity = velocities[k]
         costs[k], correct[k] = train_epoch(thetas[k], sizes, activation, cost, X, y, orders[k], batch_size, etas[k],
                                            momentum, velocity, l2)  # fmt: skip
         if Xv is not None:
+            assert yv is not None  # the contract: Xv and yv are given together
             val_costs[k] = _mean_cost(thetas[k], sizes, activation, cost, Xv, yv)
             val_correct[k] = int(np.count_nonzero(predict(thetas[k], sizes, activation, cost, Xv) == yv))
     return costs, correct, val_costs, val_correct
