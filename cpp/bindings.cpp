@@ -579,7 +579,8 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.def("train_epoch", &train_epoch, py::arg("theta"), py::arg("sizes"), py::arg("activation"), py::arg("cost"),
           py::arg("X"), py::arg("y"), py::arg("order"), py::arg("batch_size"), py::arg("eta"), py::arg("momentum"),
           py::arg("velocity"), py::arg("l2"),
-          "One epoch of mini-batch gradient descent in place; return the mean of the rows' costs.");
+          "One epoch of mini-batch gradient descent in place; return (the mean of the rows' costs, the number of "
+          "rows classified correctly), both from the mini-batches' own forward passes.");
     m.def("train_epoch_many", &train_epoch_many, py::arg("thetas"), py::arg("sizes"), py::arg("activation"),
           py::arg("cost"), py::arg("X"), py::arg("y"), py::arg("orders"), py::arg("batch_size"), py::arg("etas"),
           py::arg("momentum"), py::arg("velocities"), py::arg("l2"), py::arg("active"), py::arg("Xv"), py::arg("yv"),
