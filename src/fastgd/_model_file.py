@@ -162,6 +162,9 @@ class _Reader:
                                 f"file holds ({file_size:,} bytes): it is truncated or forged")  # fmt: skip
             if info.flag_bits & 0x1:
                 raise self.fail(f"the member {info.filename!r} is encrypted")
+            if info.flag_bits & ~0x808:  # fastgd writes no flags but UTF-8 names (0x800) and data descriptors (0x8)
+                raise self.fail(f"the member {info.filename!r} uses zip features fastgd does not write "
+                                f"(general purpose flags {info.flag_bits:#06x})")  # fmt: skip
             if not 0 <= info.header_offset <= file_size - 30:  # 30: a zip local header's fixed part
                 raise self.fail(f"the member {info.filename!r} starts at byte {info.header_offset:,}, outside the "
                                 f"file ({file_size:,} bytes): it is truncated or forged")  # fmt: skip
@@ -412,8 +415,8 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Network:
                     velocity = r.array(zf, infos["velocity.npy"], dtype, n_params, n_params)
                 if "training" not in meta:
                     raise r.fail("the metadata field 'training' is missing")
-        except (zipfile.BadZipFile, UnicodeDecodeError) as exc:
-            raise r.fail(f"the archive is damaged ({exc})") from None
+        except (zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as exc:
+            raise r.fail(f"the archive is damaged or uses zip features fastgd does not write ({exc})") from None
         except (EOFError, struct.error, zlib_error()) as exc:
             raise r.fail(f"the archive is truncated or damaged ({exc})") from None
         except ModelFileError:
