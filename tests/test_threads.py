@@ -7,12 +7,17 @@ fitted from two threads at once, raises ``RuntimeError`` instead of interleaving
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import require_backend
 
 from fastgd import Network
 
@@ -122,3 +127,27 @@ def test_one_network_fitted_from_two_threads_raises_and_is_not_corrupted(backend
     # once the first fit has returned, the network trains again
     net.fit(X, y, epochs=1)
     assert net.history.epoch == [1, 2, 3, 4, 5]
+
+
+def test_numba_population_training_from_two_threads_does_not_abort() -> None:
+    """Numba's fallback "workqueue" threading layer aborts the process on concurrent parallel calls;
+    fastgd's Numba population trainer takes turns, so two threads are safe on every threading layer."""
+    require_backend("numba")
+    code = textwrap.dedent(
+        """
+        import threading, numpy as np, numba, fastgd
+        rng = np.random.default_rng(0)
+        X, y = rng.random((2000, 30)).astype(np.float32), rng.integers(0, 10, 2000)
+        fastgd.train_many([30, 8, 10], X, y, seeds=[1, 2], epochs=1, backend="numba")
+        assert numba.threading_layer() == "workqueue", numba.threading_layer()
+        def work():
+            for _ in range(10):
+                fastgd.train_many([30, 8, 10], X, y, seeds=[1, 2, 3, 4], epochs=2, backend="numba")
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        print("finished")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "finished", run.stdout + run.stderr

@@ -32,6 +32,8 @@ Arithmetic is in theta's dtype; only the sum of per-row costs is accumulated in 
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -692,6 +694,11 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
 # Population training: prange over the networks
 
 
+# Numba's "workqueue" threading layer (the one it falls back to without OpenMP or TBB) aborts the
+# process when two Python threads run parallel code at once: population calls take turns.
+_PARALLEL_LOCK = threading.Lock()
+
+
 @numba.njit(parallel=True, cache=True)
 def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode,
               etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct):
@@ -735,6 +742,7 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     totals = [0.0] * K
     chunk_costs = np.zeros(K)
     chunk_correct = np.zeros(K, dtype=np.int64)
+    _PARALLEL_LOCK.acquire()
     saved_threads = numba.get_num_threads()
     max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set from the environment at import
     numba.set_num_threads(min(int(n_threads) or saved_threads, max_threads))
@@ -749,6 +757,7 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
                 correct[k] += chunk_correct[k]
     finally:
         numba.set_num_threads(saved_threads)
+        _PARALLEL_LOCK.release()
     for k in todo:
         costs[k] = totals[k] / max(n, 1)
         if Xv is not None:
