@@ -217,6 +217,23 @@ def test_train_epoch_matches_reference(
     assert isinstance(correct, int) and abs(correct - correct_ref) <= (0 if dtype == np.float64 else 1)
 
 
+@pytest.mark.parametrize("batch_size", [17, 101, 256, 300, 600])
+@pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
+def test_train_epoch_large_mini_batches(backend: ModuleType, batch_size: int, momentum: float, l2: float) -> None:
+    """Mini-batches larger than one block are summed in slices (on threads): still the reference's step."""
+    theta, sizes, X, y = problem(SHAPES[3], 1, seed=13, rows=600)
+    order = np.random.default_rng(14).permutation(600).astype(np.int64)
+    velocity = np.random.default_rng(15).normal(0.0, 0.01, theta.shape)
+    t, v, t_ref, v_ref = theta.copy(), velocity.copy(), theta.copy(), velocity.copy()
+    c, correct = backend.train_epoch(t, sizes, 1, 2, X, y, order, batch_size, 0.3, momentum, v, l2)
+    c_ref, correct_ref = reference.train_epoch(t_ref, sizes, 1, 2, X, y, order, batch_size, 0.3, momentum, v_ref, l2)
+    assert rel_err(t, t_ref) <= RTOL64_EPOCH
+    assert rel_err(t - theta, t_ref - theta) <= 10 * RTOL64_EPOCH
+    if momentum:
+        assert rel_err(v, v_ref) <= RTOL64_EPOCH
+    assert abs(c - c_ref) <= RTOL64_EPOCH * abs(c_ref) and correct == correct_ref
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 11, 16])
 @pytest.mark.parametrize("order_kind", ["permutation", "subset with repeats"])
 def test_train_epoch_batch_sizes_and_orders(backend: ModuleType, batch_size: int, order_kind: str) -> None:
@@ -314,3 +331,28 @@ def test_one_batch_of_every_row_is_one_gradient_step(backend: ModuleType) -> Non
     c_epoch, _ = backend.train_epoch(t, sizes, 2, 1, X, y, order, ROWS, 0.7, 0.0, np.empty(0), 0.0)
     assert rel_err(t, theta - 0.7 * g) <= RTOL64
     assert c_epoch == pytest.approx(c, rel=RTOL64)
+
+
+def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
+    """Numba sums a large mini-batch's slices on its threads in a fixed order: any NUMBA_NUM_THREADS, one result."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(SHAPES[3], 0, seed=16, rows=600)
+    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
+    code = (
+        "import sys, numpy as np; from fastgd.backends import _numba as nb; d = np.load(sys.argv[1]);"
+        "t = d['theta'].copy(); order = np.random.default_rng(0).permutation(600);"
+        "nb.train_epoch(t, d['sizes'], 0, 0, d['X'], d['y'], order, 300, 0.5, 0.0, None, 0.0); np.save(sys.argv[2], t)"
+    )
+    results = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"t{threads}.npy"
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True,
+                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
+        results.append(np.load(out))
+    assert np.array_equal(results[0], results[1])

@@ -77,6 +77,22 @@ def test_bit_identical_to_separate_fits(
     assert not pop.diverged.any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["sgd", MOMENTUM])
+def test_bit_identical_to_separate_fits_with_large_mini_batches(
+    backend: ModuleType, dtype: str, optimizer: str | fastgd.Optimizer
+) -> None:
+    """Mini-batches of 256 rows and more are summed in slices (Numba's on threads in fit): the same."""
+    X, y = _data(n=700, seed=5)
+    seeds, etas = [3, 4, 5], [0.2, 0.5, 1.0]
+    pop = train_many(SIZES, X, y, seeds, etas=etas, epochs=2, batch_size=300, optimizer=optimizer, dtype=dtype,
+                     backend=backend.NAME)  # fmt: skip
+    ref = _separate(seeds, etas, X, y, 2, 300, optimizer, None, dtype=dtype, backend=backend.NAME)
+    for net, want in zip(pop, ref):
+        np.testing.assert_array_equal(net.theta, want.theta)
+        assert net.history.train_cost == want.history.train_cost
+
+
 @pytest.mark.parametrize("K", [1, 5])
 def test_thread_count_does_not_change_results(backend: ModuleType, K: int) -> None:
     X, y = _data()

@@ -65,6 +65,10 @@ _VEC_BYTES = 64
 
 _jit = numba.njit(cache=True)  # no fastmath (see the module docstring)
 
+# Numba's "workqueue" threading layer (the one it falls back to without OpenMP or TBB) aborts the
+# process when two Python threads run parallel code at once: parallel calls take turns.
+_PARALLEL_LOCK = threading.Lock()
+
 
 # --------------------------------------------------------------------------------------------
 # 64-byte vectors of theta's dtype: a numba type and the few operations the kernels need.
@@ -595,6 +599,94 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
 
 
 # --------------------------------------------------------------------------------------------
+# Mini-batches of _SLICED_MIN_ROWS rows or more: the gradient summed in _SLICES fixed slices of
+# rows (their own buffers, added in a fixed order, then one step), so that the slices can run on
+# Numba's threads in fit and one after the other in train_many with the same result. (Below that
+# size, launching a parallel region per mini-batch costs more than the second core gives.)
+
+_SLICES = 4
+_SLICED_MIN_ROWS = 256
+
+
+@_jit
+def _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity):
+    """Slice ``s`` of the ``m``-row mini-batch at ``order[r0]``: its rows' summed gradient into
+    ``G[s]`` (overwritten); returns their summed cost and correct count."""
+    lo = r0 + m * s // _SLICES
+    hi = r0 + m * (s + 1) // _SLICES
+    G[s, :] = 0
+    if hi == lo:
+        return 0.0, 0
+    return _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, hi - lo, _ACCUMULATE, 0.0, 0.0,
+                        theta[:0], 0.0, G[s], acts[s], deltas[s], identity)
+
+
+@_jit
+def _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2):
+    """Add the slices' gradients in order into ``G[0]``, then step every layer from it."""
+    for s in range(1, _SLICES):
+        G[0, :] += G[s, :]
+    offset = 0
+    for l in range(sizes.shape[0] - 1):
+        bias_start = offset + sizes[l] * sizes[l + 1]
+        stop = bias_start + sizes[l + 1]
+        _general_step(theta, G[0], velocity, offset, bias_start, stop, m, eta, momentum, l2)
+        offset = stop
+
+
+@_jit
+def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
+                    l2, G, acts, deltas, identity):
+    """``_run_batches`` in ``_STEP_GENERAL`` mode for mini-batches of ``_SLICED_MIN_ROWS`` rows or more, the slices
+    one after the other (the form train_many runs inside each network's thread)."""
+    total = 0.0
+    correct = 0
+    eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
+    for r0 in range(start, stop, batch_size):
+        m = min(batch_size, stop - r0)
+        for s in range(_SLICES):
+            c, k = _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity)
+            total += c
+            correct += k
+        _sliced_step(theta, sizes, G, m, eta_, momentum_, velocity, l2_)
+    return total, correct
+
+
+@numba.njit(parallel=True, cache=True)
+def _sliced_batches_parallel(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum,
+                             velocity, l2, G, acts, deltas, identity):
+    """:func:`_sliced_batches` with each mini-batch's slices on Numba's threads: the same result."""
+    total = 0.0
+    correct = 0
+    costs = np.zeros(_SLICES)
+    hits = np.zeros(_SLICES, dtype=np.int64)
+    eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
+    for r0 in range(start, stop, batch_size):
+        m = min(batch_size, stop - r0)
+        for s in numba.prange(_SLICES):
+            c, k = _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity)
+            costs[s] = c
+            hits[s] = k
+        for s in range(_SLICES):
+            total += costs[s]
+            correct += hits[s]
+        _sliced_step(theta, sizes, G, m, eta_, momentum_, velocity, l2_)
+    return total, correct
+
+
+class _SliceScratch:
+    """Gradient buffers and work arrays of the slices of mini-batches of ``batch_size`` rows."""
+
+    def __init__(self, theta, sizes, batch_size):
+        rows = -(-batch_size // _SLICES)
+        width = int(np.sum(sizes[1:]))
+        self.G = np.empty((_SLICES, theta.shape[0]), dtype=theta.dtype)
+        self.acts = np.empty((_SLICES, rows * width), dtype=theta.dtype)
+        self.deltas = np.empty_like(self.acts)
+        self.identity = np.arange(rows, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
 # The five functions of the backend contract
 
 
@@ -669,22 +761,36 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
     n = order.shape[0]
     batch_size = int(batch_size)
     eta, momentum, l2 = float(eta), float(momentum), float(l2)
+    sliced = batch_size >= _SLICED_MIN_ROWS
     if momentum == 0.0 and l2 == 0.0 and batch_size <= _FUSED_MAX_ROWS:
         mode, buffer = _STEP_SGD, theta[:0]
     else:
-        mode, buffer = _STEP_GENERAL, np.empty_like(theta)
+        mode, buffer = _STEP_GENERAL, theta[:0] if sliced else np.empty_like(theta)
     if momentum == 0.0:
         velocity = theta[:0]  # ignored; an array of theta's type keeps one compiled signature
-    scratch = _Scratch(theta, sizes, batch_size)
+    scratch = _Scratch(theta, sizes, 1 if sliced else batch_size)
     # Chunks of whole mini-batches, each about _WORK_PER_CHUNK multiply-adds: Python gets
     # control between them, so Ctrl-C stops the epoch after a whole step.
     batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (theta.shape[0] * batch_size)))
     chunk = batches_per_chunk * batch_size
     total = 0.0
     correct = 0
+    if sliced:
+        if not theta.flags.writeable or (momentum != 0.0 and not velocity.flags.writeable):
+            raise ValueError("train_epoch: theta and velocity are updated in place and must be writable")
+        work = _SliceScratch(theta, sizes, batch_size)
+        Xf = X.reshape(-1)
     for start in range(0, n, chunk):
-        chunk_cost, chunk_correct = _call(theta, sizes, activation, cost, X, y, order, start, min(start + chunk, n),
-                                          batch_size, mode, eta, momentum, velocity, l2, buffer, scratch)
+        if sliced:
+            with _PARALLEL_LOCK:
+                chunk_cost, chunk_correct = _sliced_batches_parallel(
+                    theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
+                    eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity,
+                )  # fmt: skip
+        else:
+            chunk_cost, chunk_correct = _call(theta, sizes, activation, cost, X, y, order, start,
+                                              min(start + chunk, n), batch_size, mode, eta, momentum, velocity, l2,
+                                              buffer, scratch)  # fmt: skip
         total += chunk_cost
         correct += chunk_correct
     return total / max(n, 1), int(correct)
@@ -694,20 +800,22 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
 # Population training: prange over the networks
 
 
-# Numba's "workqueue" threading layer (the one it falls back to without OpenMP or TBB) aborts the
-# process when two Python threads run parallel code at once: population calls take turns.
-_PARALLEL_LOCK = threading.Lock()
-
-
 @numba.njit(parallel=True, cache=True)
 def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode,
-              etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct):
+              etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct, slice_G,
+              slice_acts, slice_deltas, slice_identity):
     """``_run_batches`` over rows ``start .. stop`` of each network ``todo[j]``'s order, the networks spread
     over Numba's threads; each network's summed cost and correct count go to ``costs`` and ``correct``."""
     for j in numba.prange(todo.shape[0]):
         k = todo[j]
-        c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size, mode,
-                               etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j], identity)
+        if batch_size >= _SLICED_MIN_ROWS:  # as train_epoch: fixed slices, here one after the other
+            c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
+                                      etas[k], momentum, velocities[k], l2, slice_G[j], slice_acts[j], slice_deltas[j],
+                                      slice_identity)  # fmt: skip
+        else:
+            c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
+                                   mode, etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j],
+                                   identity)  # fmt: skip
         costs[k] = c
         correct[k] = hits
 
@@ -734,9 +842,22 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     if momentum == 0.0:
         velocities = np.empty((K, 0), dtype=thetas.dtype)
     width = int(np.sum(sizes[1:]))
-    acts = np.empty((todo.size, batch_size * width), dtype=thetas.dtype)
+    sliced = batch_size >= _SLICED_MIN_ROWS
+    acts = np.empty((todo.size, (0 if sliced else batch_size) * width), dtype=thetas.dtype)
     deltas = np.empty_like(acts)
     identity = np.arange(batch_size, dtype=np.int64)
+    if sliced:
+        buffers = np.empty((K, 0), dtype=thetas.dtype)
+        works = [_SliceScratch(thetas[0], sizes, batch_size) for _ in range(todo.size)]
+        slice_G = np.stack([w.G for w in works])
+        slice_acts = np.stack([w.acts for w in works])
+        slice_deltas = np.stack([w.deltas for w in works])
+        slice_identity = works[0].identity
+    else:
+        slice_G = np.empty((todo.size, _SLICES, 0), dtype=thetas.dtype)
+        slice_acts = np.empty((todo.size, _SLICES, 0), dtype=thetas.dtype)
+        slice_deltas = np.empty_like(slice_acts)
+        slice_identity = identity
     batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (thetas.shape[1] * batch_size)))
     chunk = batches_per_chunk * batch_size
     totals = [0.0] * K
@@ -751,7 +872,8 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
         for start in range(0, n, chunk):
             _run_many(thetas, sizes, int(activation), int(cost), Xf, y, orders, start, min(start + chunk, n),
                       batch_size, mode, np.asarray(etas, dtype=np.float64), momentum, velocities, l2, buffers, acts,
-                      deltas, identity, todo, chunk_costs, chunk_correct)  # fmt: skip
+                      deltas, identity, todo, chunk_costs, chunk_correct, slice_G, slice_acts, slice_deltas,
+                      slice_identity)  # fmt: skip
             for k in todo:
                 totals[k] += float(chunk_costs[k])
                 correct[k] += chunk_correct[k]
