@@ -178,8 +178,15 @@ def test_local_cluster_equals_local_run(client, local: list[dict]) -> None:  # n
 
 
 def test_default_local_cluster(local: list[dict], tmp_path: Path) -> None:
-    results = sweep(GRID, seeds=SEEDS, n_jobs=2, out=tmp_path / "s.csv")
-    assert same(results, local)
+    """The default: a local cluster of its own, started in a fresh process (as a user's script would;
+    not beside this module's cluster in one process), with a time limit instead of a possible hang."""
+    code = (
+        "import sys; from fastgd.sweep import sweep;"
+        f"sweep({GRID!r}, seeds={SEEDS!r}, n_jobs=2, out=sys.argv[1])"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.csv")], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
     assert same(read_csv(tmp_path / "s.csv"), local)
 
 
