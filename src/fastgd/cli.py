@@ -38,14 +38,16 @@ def _load(dataset: str, split: Split, data_dir: str | None, dtype: str) -> tuple
     return loader(split, data_dir=data_dir, dtype=dtype)
 
 
-def _add_network_options(p: argparse.ArgumentParser) -> None:
+def _add_network_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """The network's and the dataset's options (``--seed`` unless ``seed`` is false), shared by the commands."""
     p.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
                    help="layer widths, inputs first (default: 784,16,16,10)")  # fmt: skip
     p.add_argument("--activation", choices=backends.ACTIVATIONS, default=DEFAULT_ACTIVATION,
                    help=f"hidden-layer activation (default: {DEFAULT_ACTIVATION})")  # fmt: skip
     p.add_argument("--cost", choices=backends.COSTS, default=DEFAULT_COST, help=f"cost (default: {DEFAULT_COST})")
     p.add_argument("--init", choices=INITS, default=DEFAULT_INIT, help=f"initialisation (default: {DEFAULT_INIT})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling (default: 0)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling (default: 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default: float32)")
     p.add_argument("--backend", choices=("auto", *backends.NAMES), default="auto", help="(default: auto)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="(default: mnist)")

@@ -660,22 +660,9 @@ def _floats(text: str) -> list[float]:
 
 
 def _add_common(p: argparse.ArgumentParser, name: str, train_size: int | None) -> None:
-    from . import backends
-    from .cli import DATASETS as CLI_DATASETS
-    from .cli import _sizes
-    from .network import DEFAULT_ACTIVATION, DEFAULT_COST, DEFAULT_INIT, INITS
+    from .cli import _add_network_options
 
-    p.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
-                   help="layer widths, inputs first (default: 784,16,16,10)")  # fmt: skip
-    p.add_argument("--activation", choices=backends.ACTIVATIONS, default=DEFAULT_ACTIVATION,
-                   help=f"hidden-layer activation (default: {DEFAULT_ACTIVATION})")  # fmt: skip
-    p.add_argument("--cost", choices=backends.COSTS, default=DEFAULT_COST, help=f"(default: {DEFAULT_COST})")
-    p.add_argument("--init", choices=INITS, default=DEFAULT_INIT, help=f"(default: {DEFAULT_INIT})")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default: float32)")
-    p.add_argument("--backend", choices=("auto", *backends.NAMES), default="auto", help="(default: auto)")
-    p.add_argument("--dataset", choices=CLI_DATASETS, default="mnist", help="(default: mnist)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder of the dataset's files (default: $FASTGD_DATA, the cache, a download)")  # fmt: skip
+    _add_network_options(p, seed=False)  # each experiment has its own --seed (or seeds)
     p.add_argument("--train-size", type=int, default=train_size,
                    help=f"train on the first N training images (default: {train_size or 'all'})")  # fmt: skip
     p.add_argument("--test-size", type=int, default=None, help="test on the first N test images (default: all)")
