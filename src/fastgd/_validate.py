@@ -113,6 +113,13 @@ def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as an int seed: a non-negative integer (booleans refused), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def check_rate(name: str, value: Any, low: float = 0.0, high: float = float("inf"), high_open: bool = False) -> float:
     """``value`` as a finite float in ``[low, high]`` (or ``[low, high)``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._validate import check_positive_int, check_rate
+from ._validate import check_positive_int, check_rate, check_seed
 from .network import DEFAULT_SIZES, Network, _param_count
 
 __all__ = ["EXPERIMENTS", "ExperimentResult", "init_seeds", "learning_rate", "noise", "random_labels", "run"]
@@ -148,12 +148,6 @@ def _data(
     return X, y, Xt, yt
 
 
-def _check_seed(seed: Any, name: str = "seed") -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 def _train_many(*args: Any, **kwargs: Any) -> Any:
     from . import train_many
 
@@ -239,7 +233,7 @@ def learning_rate(
         Columns ``eta``, ``train cost``, ``test cost``, ``test accuracy``, ``verdict``; figure: the
         training cost per epoch, one curve per rate, on a log scale.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if isinstance(etas, (str, bytes)) or not isinstance(etas, (Sequence, np.ndarray)) or len(etas) == 0:
         raise ValueError(f"etas must be a non-empty sequence of learning rates, got {etas!r}")
     eta_list = [check_rate(f"etas[{k}]", e) for k, e in enumerate(etas)]
@@ -350,7 +344,7 @@ def init_seeds(
         histograms of the final test accuracy and cost.
     """
     n_seeds = check_positive_int("n_seeds", n_seeds)
-    first_seed = _check_seed(first_seed, "first_seed")
+    first_seed = check_seed(first_seed, "first_seed")
     X, y, Xt, yt = _data(dataset, data_dir, train, test, train_size, test_size)
     seeds = list(range(first_seed, first_seed + n_seeds))
     pop = _train_many(sizes, X, y, seeds=seeds, etas=None if eta is None else [eta] * n_seeds, epochs=epochs,
@@ -455,7 +449,7 @@ def random_labels(
         test accuracy, training cost. ``data`` holds both runs' accuracies per epoch. Figure: the
         training and test accuracy per epoch of both runs.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     X, y, Xt, yt = _data(dataset, data_dir, train, test, train_size, test_size)
     shuffled = np.random.default_rng(seed).permutation(np.asarray(y))
     curves: dict[str, dict[str, list[float]]] = {}
@@ -566,7 +560,7 @@ def noise(
         answer and its share, accuracy (digits only). Figure: the distribution of the largest output
         for both, and how often the network gives each answer to noise.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     n_images = check_positive_int("n_images", n_images)
     threshold = check_rate("threshold", threshold)
     need_train = net is None

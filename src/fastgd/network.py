@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._validate import as_features, as_labels, check_all_finite, check_positive_int
+from ._validate import as_features, as_labels, check_all_finite, check_positive_int, check_seed
 from .errors import DataError, DivergenceError
 from .optim import Optimizer, resolve_optimizer
 
@@ -227,9 +227,7 @@ class Network:
         self.activation = _check_choice("activation", activation, backends.ACTIVATIONS)
         self.cost_name = _check_choice("cost", cost, backends.COSTS)
         self.init = _check_choice("init", init, INITS)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.dtype = _check_dtype(dtype)
         self._backend_request = backend
         self._backend: ModuleType = backends.resolve(backend)
@@ -456,8 +454,8 @@ class Network:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of training rows ({n})")
         if seed is None:
             seed = self.seed
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        else:
+            seed = check_seed(seed)
         rng = np.random.default_rng(seed)
         velocity = opt.start(self.theta)
         state = TrainingState(epochs=epochs, done=0, batch_size=batch_size, n_rows=n, seed=int(seed), optimizer=opt,

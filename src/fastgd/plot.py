@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._validate import check_seed
 from .errors import DataError
 from .network import History, Network
 
@@ -356,8 +357,7 @@ def plot_noise(net: Network, seed: int = 0, path: str | os.PathLike[str] | None 
     matplotlib.figure.Figure
     """
     net = _check_network(net)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     n_in = net.sizes[0]
     image = np.random.default_rng(seed).random((1, n_in)).astype(net.dtype)
     out = np.asarray(net.forward(image)[0], dtype=np.float64)

@@ -42,7 +42,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from ._validate import as_features, check_all_finite, check_positive_int, check_rate
+from ._validate import as_features, check_all_finite, check_positive_int, check_rate, check_seed
 from .network import History, Network
 from .optim import Optimizer, resolve_optimizer
 
@@ -187,9 +187,7 @@ def _check_seeds(seeds: Any) -> list[int]:
         raise TypeError(f"seeds must be a sequence of non-negative integers, got {type(seeds).__name__}")
     out = []
     for k, s in enumerate(seeds):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"seeds[{k}] must be a non-negative integer, got {s!r}")
-        out.append(int(s))
+        out.append(check_seed(s, f"seeds[{k}]"))
     if not out:
         raise ValueError("seeds must hold at least one seed (one per network)")
     return out
