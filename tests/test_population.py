@@ -82,7 +82,8 @@ def test_bit_identical_to_separate_fits(
 def test_bit_identical_to_separate_fits_with_large_mini_batches(
     backend: ModuleType, dtype: str, optimizer: str | fastgd.Optimizer
 ) -> None:
-    """Mini-batches of 256 rows and more are summed in slices (Numba's on threads in fit): the same."""
+    """Large mini-batches (Numba: 64 rows and more; C++: above 16) are summed in slices, on threads in fit:
+    the same."""
     X, y = _data(n=700, seed=5)
     seeds, etas = [3, 4, 5], [0.2, 0.5, 1.0]
     pop = train_many(SIZES, X, y, seeds, etas=etas, epochs=2, batch_size=300, optimizer=optimizer, dtype=dtype,

@@ -32,6 +32,7 @@ Arithmetic is in theta's dtype; only the sum of per-row costs is accumulated in 
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numba
@@ -274,9 +275,120 @@ def _any_nonzero(typingctx, arr, index, count):
     return types.boolean(arr, types.int64, types.int64), codegen
 
 
+def _vcall(builder, name, llvec, args):
+    """``llvm.<name>`` of the vector type ``llvec`` on ``args`` (same type)."""
+    suffix = f"v{llvec.count}{'f32' if isinstance(llvec.element, ir.FloatType) else 'f64'}"
+    fnty = ir.FunctionType(llvec, [llvec] * len(args))
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.{suffix}"), args)
+
+
+def _const(llvec, value):
+    return ir.Constant(llvec, [value] * llvec.count)
+
+
+def _fma(builder, llvec, x, y, z):
+    return _vcall(builder, "fmuladd", llvec, [x, y, z])
+
+
+def _exp_nonpositive(builder, llvec, x):
+    """``e^x`` lane by lane for ``x <= 0`` (or NaN): ``2^n e^r`` with ``n = round(x / ln 2)``, ``|r| <= ln(2)/2``,
+    ``e^r`` by the Cephes polynomial (float, within 2 ulp) or rational function (double, within 2e-16
+    relative); ``x`` is clamped below where the result would be subnormal. The C++ kernels' ``vexp``."""
+    single = isinstance(llvec.element, ir.FloatType)
+    lanes = llvec.count
+    ity = ir.IntType(32 if single else 64)
+    ivec = ir.VectorType(ity, lanes)
+    mantissa, bias, lo = (23, 127, -87.0) if single else (52, 1023, -708.0)
+    x = builder.select(builder.fcmp_ordered("<", x, _const(llvec, lo)), _const(llvec, lo), x)
+    magic = 1.5 * 2.0**mantissa
+    t = _fma(builder, llvec, x, _const(llvec, 1.44269504088896340736), _const(llvec, magic))
+    n = builder.fsub(t, _const(llvec, magic))
+    r = _fma(builder, llvec, n, _const(llvec, -0.693145751953125), x)
+    r = _fma(builder, llvec, n, _const(llvec, -1.42860682030941723212e-6), r)
+    ni = builder.sub(builder.bitcast(t, ivec), builder.bitcast(_const(llvec, magic), ivec))
+    scale = builder.bitcast(builder.shl(builder.add(ni, ir.Constant(ivec, [bias] * lanes)),
+                                        ir.Constant(ivec, [mantissa] * lanes)), llvec)
+    if single:
+        p = _const(llvec, 1.9875691500e-4)
+        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+            p = _fma(builder, llvec, p, r, _const(llvec, c))
+        e_r = builder.fadd(_fma(builder, llvec, p, builder.fmul(r, r), r), _const(llvec, 1.0))
+    else:
+        r2 = builder.fmul(r, r)
+        k = functools.partial(_const, llvec)
+        px = _fma(builder, llvec, r2, k(1.26177193074810590878e-4), k(3.02994407707441961300e-2))
+        px = builder.fmul(r, _fma(builder, llvec, px, r2, _const(llvec, 9.99999999999999999910e-1)))
+        qx = _fma(builder, llvec, r2, k(3.00198505138664455042e-6), k(2.52448340349684104192e-3))
+        qx = _fma(builder, llvec, qx, r2, _const(llvec, 2.27265548208155028766e-1))
+        qx = _fma(builder, llvec, qx, r2, _const(llvec, 2.00000000000000000009e0))
+        e_r = _fma(builder, llvec, _const(llvec, 2.0), builder.fdiv(px, builder.fsub(qx, px)), _const(llvec, 1.0))
+    return builder.fmul(e_r, scale)
+
+
+@intrinsic
+def _vsigmoid(typingctx, z):
+    """``1 / (1 + e^-z)`` lane by lane, from ``e = e^-|z|`` (never overflows): ``1 / (1 + e)`` where
+    ``z >= 0``, ``e / (1 + e)`` elsewhere; NaN stays NaN."""
+    if not isinstance(z, _Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zv = args[0]
+        llvec = zv.type
+        e = _exp_nonpositive(builder, llvec, builder.fneg(_vcall(builder, "fabs", llvec, [zv])))
+        s = builder.fdiv(_const(llvec, 1.0), builder.fadd(e, _const(llvec, 1.0)))
+        return builder.select(builder.fcmp_ordered(">=", zv, ir.Constant(llvec, None)), s, builder.fmul(e, s))
+
+    return z(z), codegen
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels. All arrays are flat and C-contiguous; a layer's W is theta[w_off : w_off + n_in * n_out]
 # read as (n_in, n_out) row-major, its bias theta[b_off : b_off + n_out].
+
+
+@_jit
+def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_off):
+    """:func:`_affine` for a group of eight rows (one load of a row of ``W`` for eight of them)."""
+    lanes = _VEC_BYTES // theta.itemsize
+    n_blocks = (n_in + lanes - 1) // lanes
+    x0 = x_base + rows[rows_off] * n_in
+    x1 = x_base + rows[rows_off + 1] * n_in
+    x2 = x_base + rows[rows_off + 2] * n_in
+    x3 = x_base + rows[rows_off + 3] * n_in
+    x4 = x_base + rows[rows_off + 4] * n_in
+    x5 = x_base + rows[rows_off + 5] * n_in
+    x6 = x_base + rows[rows_off + 6] * n_in
+    x7 = x_base + rows[rows_off + 7] * n_in
+    for j in range(0, n_out, lanes):
+        c = n_out - j
+        z0 = _vload(theta, b_off + j, c)
+        z1, z2, z3, z4, z5, z6, z7 = z0, z0, z0, z0, z0, z0, z0
+        for k in range(n_blocks):
+            k0 = k * lanes
+            left = n_in - k0
+            if (_any_nonzero(x, x0 + k0, left) or _any_nonzero(x, x1 + k0, left)
+                    or _any_nonzero(x, x2 + k0, left) or _any_nonzero(x, x3 + k0, left)
+                    or _any_nonzero(x, x4 + k0, left) or _any_nonzero(x, x5 + k0, left)
+                    or _any_nonzero(x, x6 + k0, left) or _any_nonzero(x, x7 + k0, left)):
+                for i in range(k0, min(k0 + lanes, n_in)):
+                    w = _vload(theta, w_off + i * n_out + j, c)
+                    z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
+                    z1 = _vmuladd(z1, _vsplat(_get(x, x1 + i)), w)
+                    z2 = _vmuladd(z2, _vsplat(_get(x, x2 + i)), w)
+                    z3 = _vmuladd(z3, _vsplat(_get(x, x3 + i)), w)
+                    z4 = _vmuladd(z4, _vsplat(_get(x, x4 + i)), w)
+                    z5 = _vmuladd(z5, _vsplat(_get(x, x5 + i)), w)
+                    z6 = _vmuladd(z6, _vsplat(_get(x, x6 + i)), w)
+                    z7 = _vmuladd(z7, _vsplat(_get(x, x7 + i)), w)
+        _vstore(z, z_off + j, z0, c)
+        _vstore(z, z_off + n_out + j, z1, c)
+        _vstore(z, z_off + 2 * n_out + j, z2, c)
+        _vstore(z, z_off + 3 * n_out + j, z3, c)
+        _vstore(z, z_off + 4 * n_out + j, z4, c)
+        _vstore(z, z_off + 5 * n_out + j, z5, c)
+        _vstore(z, z_off + 6 * n_out + j, z6, c)
+        _vstore(z, z_off + 7 * n_out + j, z7, c)
 
 
 @_jit
@@ -294,7 +406,10 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
     """
     lanes = _VEC_BYTES // theta.itemsize
     n_blocks = (n_in + lanes - 1) // lanes
-    for g in range(0, m, 4):
+    g8 = m - m % 8
+    for g in range(0, g8, 8):
+        _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, b_off, n_out, z, z_off + g * n_out)
+    for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
         x1 = x_base + rows[rows_off + b1] * n_in
@@ -324,6 +439,54 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
 
 
 @_jit
+def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, scale, delta, d_off):
+    """:func:`_add_outer` for a group of eight rows, added in row order (each row of ``G`` loaded and
+    stored once for eight rows)."""
+    lanes = _VEC_BYTES // target.itemsize
+    n_blocks = (n_in + lanes - 1) // lanes
+    nothing = _vsplat(target.dtype.type(0))
+    s = _vsplat(scale)
+    x0 = x_base + rows[rows_off] * n_in
+    x1 = x_base + rows[rows_off + 1] * n_in
+    x2 = x_base + rows[rows_off + 2] * n_in
+    x3 = x_base + rows[rows_off + 3] * n_in
+    x4 = x_base + rows[rows_off + 4] * n_in
+    x5 = x_base + rows[rows_off + 5] * n_in
+    x6 = x_base + rows[rows_off + 6] * n_in
+    x7 = x_base + rows[rows_off + 7] * n_in
+    for j in range(0, n_out, lanes):
+        c = n_out - j
+        d0 = _vmuladd(nothing, s, _vload(delta, d_off + j, c))
+        d1 = _vmuladd(nothing, s, _vload(delta, d_off + n_out + j, c))
+        d2 = _vmuladd(nothing, s, _vload(delta, d_off + 2 * n_out + j, c))
+        d3 = _vmuladd(nothing, s, _vload(delta, d_off + 3 * n_out + j, c))
+        d4 = _vmuladd(nothing, s, _vload(delta, d_off + 4 * n_out + j, c))
+        d5 = _vmuladd(nothing, s, _vload(delta, d_off + 5 * n_out + j, c))
+        d6 = _vmuladd(nothing, s, _vload(delta, d_off + 6 * n_out + j, c))
+        d7 = _vmuladd(nothing, s, _vload(delta, d_off + 7 * n_out + j, c))
+        for k in range(n_blocks):
+            k0 = k * lanes
+            left = n_in - k0
+            if (_any_nonzero(x, x0 + k0, left) or _any_nonzero(x, x1 + k0, left)
+                    or _any_nonzero(x, x2 + k0, left) or _any_nonzero(x, x3 + k0, left)
+                    or _any_nonzero(x, x4 + k0, left) or _any_nonzero(x, x5 + k0, left)
+                    or _any_nonzero(x, x6 + k0, left) or _any_nonzero(x, x7 + k0, left)):
+                for i in range(k0, min(k0 + lanes, n_in)):
+                    w = w_off + i * n_out + j
+                    t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
+                    t = _vmuladd(t, _vsplat(_get(x, x1 + i)), d1)
+                    t = _vmuladd(t, _vsplat(_get(x, x2 + i)), d2)
+                    t = _vmuladd(t, _vsplat(_get(x, x3 + i)), d3)
+                    t = _vmuladd(t, _vsplat(_get(x, x4 + i)), d4)
+                    t = _vmuladd(t, _vsplat(_get(x, x5 + i)), d5)
+                    t = _vmuladd(t, _vsplat(_get(x, x6 + i)), d6)
+                    t = _vmuladd(t, _vsplat(_get(x, x7 + i)), d7)
+                    _vstore(target, w, t, c)
+        b = _vadd(_vadd(_vadd(_vadd(_vload(target, b_off + j, c), d0), d1), d2), d3)
+        _vstore(target, b_off + j, _vadd(_vadd(_vadd(_vadd(b, d4), d5), d6), d7), c)
+
+
+@_jit
 def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, scale, delta, d_off):
     """For the ``m`` rows of a mini-batch (inputs and zero blocks as in :func:`_affine`, row ``b``'s
     ``delta`` at ``d_off + b * n_out``), in row order: ``G[i, :] += x_i * (scale * delta)`` for every
@@ -338,7 +501,10 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
     n_blocks = (n_in + lanes - 1) // lanes
     nothing = _vsplat(target.dtype.type(0))
     s = _vsplat(scale)
-    for g in range(0, m, 4):
+    g8 = m - m % 8
+    for g in range(0, g8, 8):
+        _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off + g, x_base, n_in, scale, delta, d_off + g * n_out)
+    for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
         x1 = x_base + rows[rows_off + b1] * n_in
@@ -370,6 +536,11 @@ def _activate(a, start, stop, activation):
     """``a = f(z)`` in place on ``a[start:stop]`` (``z`` is stored there) for a hidden layer."""
     zero = a.dtype.type(0)
     one = a.dtype.type(1)
+    if activation == _SIGMOID:
+        lanes = _VEC_BYTES // a.itemsize
+        for j in range(start, stop, lanes):
+            _vstore(a, j, _vsigmoid(_vload(a, j, stop - j)), stop - j)
+        return
     for j in range(start, stop):
         zj = a[j]
         if activation == _SIGMOID:
@@ -395,6 +566,8 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
     half = a.dtype.type(0.5)
     total = 0.0
     correct = 0
+    if cost == _QUADRATIC:  # sigmoid outputs, the cost from them: all rows' sigmoids as vectors first
+        _activate(a, a_off, a_off + m * n_out, _SIGMOID)
     for b in range(m):
         z_off = a_off + b * n_out
         label = y[rows[rows_off + b]] if want_cost else -1
@@ -415,6 +588,12 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
                 row_cost = z_max + np.log(sum_e) - z_label
             for j in range(z_off, z_off + n_out):
                 a[j] = a[j] / sum_e
+        elif cost == _QUADRATIC:
+            if want_cost:
+                for j in range(n_out):
+                    aj = a[z_off + j]
+                    d = aj - one if j == label else aj
+                    row_cost += half * (d * d)
         else:
             for j in range(n_out):
                 zj = a[z_off + j]
@@ -422,14 +601,9 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
                 p = one / (one + e)
                 q = e / (one + e)
                 aj = p if zj >= zero else q
-                if want_cost:
-                    if cost == _CROSS_ENTROPY:
-                        # -ln a = softplus(-z), -ln(1 - a) = softplus(z): from z, never log(0)
-                        t = -zj if j == label else zj
-                        row_cost += (t if t > zero else zero) + np.log1p(e)
-                    else:
-                        d = aj - one if j == label else aj
-                        row_cost += half * (d * d)
+                if want_cost:  # cross-entropy: -ln a = softplus(-z), -ln(1 - a) = softplus(z), never log(0)
+                    t = -zj if j == label else zj
+                    row_cost += (t if t > zero else zero) + np.log1p(e)
                 a[z_off + j] = aj
         total += row_cost
         if want_cost:
@@ -605,7 +779,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
 # size, launching a parallel region per mini-batch costs more than the second core gives.)
 
 _SLICES = 4
-_SLICED_MIN_ROWS = 256
+_SLICED_MIN_ROWS = 64
 
 
 @_jit
