@@ -148,6 +148,21 @@ void check_status(int status) {
     if (status == fastgd::kNoMemory) throw std::bad_alloc();
 }
 
+// forward, predict, cost: kNonFinite becomes fastgd.errors.DataError (a ValueError). The kernels
+// find it on the way (a first-layer weighted input that is NaN or infinite), so callers need no
+// separate pass over X looking for NaN; fastgd.network then finds which entry it was.
+void check_forward_status(const char* fn, int status) {
+    check_status(status);
+    if (status == fastgd::kNonFinite) {
+        const py::object error = py::module_::import("fastgd.errors").attr("DataError");
+        PyErr_SetString(error.ptr(), (std::string("fastgd._core.") + fn +
+                                      ": a weighted input of the first layer is not finite: X (or theta) holds NaN "
+                                      "or infinity, or values so large that the sum overflows")
+                                         .c_str());
+        throw py::error_already_set();
+    }
+}
+
 // Stop callback for long calls: runs Python's signal handlers (Ctrl-C raises KeyboardInterrupt
 // there) with the GIL briefly re-acquired. Returns true when a handler raised.
 bool python_signal_pending(void*) {
@@ -178,7 +193,7 @@ py::array forward_t(const Net& net, const py::array& theta, const py::array& X, 
             py::gil_scoped_release nogil;  // the kernel touches no Python object
             status = kernels<T>().predict(net.model, th, x, n, o);
         }
-        check_status(status);
+        check_forward_status("predict", status);
         return std::move(out);
     }
     py::array_t<T> out({n, net.n_out});
@@ -187,7 +202,7 @@ py::array forward_t(const Net& net, const py::array& theta, const py::array& X, 
         py::gil_scoped_release nogil;
         status = kernels<T>().forward(net.model, th, x, n, o);
     }
-    check_status(status);
+    check_forward_status("forward", status);
     return std::move(out);
 }
 
@@ -214,7 +229,7 @@ double cost_t(const Net& net, const py::array& theta, const py::array& X, const 
         status = kernels<T>().cost(net.model, static_cast<const T*>(theta.data()), static_cast<const T*>(X.data()),
                                    static_cast<const int64_t*>(y.data()), n, &c);
     }
-    check_status(status);
+    check_forward_status("cost", status);
     return c;
 }
 
@@ -363,8 +378,11 @@ void population_worker(PopulationEpoch<T>& job, bool serial) noexcept {
                                       job.batch, job.etas[k], job.momentum, velocity, job.l2,
                                       population_stop_requested, &job.stop, &job.costs[k], &job.correct[k]);
         if (status == fastgd::kOk && job.Xv) {
+            // (A diverged network's non-finite weights give kNonFinite: its results, NaN, stand.)
             status = kern.cost(job.model, theta, job.Xv, job.yv, job.nv, &job.val_costs[k]);
+            if (status == fastgd::kNonFinite) status = fastgd::kOk;
             if (status == fastgd::kOk) status = kern.predict(job.model, theta, job.Xv, job.nv, labels);
+            if (status == fastgd::kNonFinite) status = fastgd::kOk;
             int64_t hits = 0;
             for (int64_t r = 0; status == fastgd::kOk && r < job.nv; ++r) hits += labels[r] == job.yv[r];
             job.val_correct[k] = hits;

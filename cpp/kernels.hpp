@@ -20,7 +20,9 @@ enum Activation : int { kSigmoid = 0, kTanh = 1, kRelu = 2 };
 enum Cost : int { kQuadratic = 0, kCrossEntropy = 1, kLogLikelihood = 2 };
 
 // Return codes of the kernels.
-enum Status : int { kOk = 0, kStopped = 1, kNoMemory = 2 };
+// kNonFinite (forward, predict, cost): the results are all computed, but some row's first-layer
+// weighted input is not finite: X holds NaN or infinity (or theta does, or a sum overflowed).
+enum Status : int { kOk = 0, kStopped = 1, kNoMemory = 2, kNonFinite = 3 };
 
 struct Model {
     int n_layers;          // number of weight layers, len(sizes) - 1 >= 1

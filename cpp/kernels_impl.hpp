@@ -514,7 +514,23 @@ struct Work {
     const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
     int64_t n_prefetch;
     uint8_t* nz;  // runs of inputs that are not zero in every row of the block (nonzero_runs)
+    int nonfinite;  // set when a first-layer weighted input of some row was NaN or infinite
 };
+
+// Whether the R rows of z (stride ld) are all finite: x - x is 0 for a finite x, NaN otherwise,
+// and NaN survives the sum. (The check that lets forward passes do without a separate pass over X.)
+template <class T>
+bool rows_finite(const T* z, int R, int64_t ld) {
+    vec<T> acc = vec<T>{};
+    for (int r = 0; r < R; ++r)
+        for (int64_t c = 0; c < ld; c += kLanes<T>) {
+            const vec<T> v = vload(z + r * ld + c);
+            acc += v - v;
+        }
+    bool ok = true;
+    for (int64_t j = 0; j < kLanes<T>; ++j) ok = ok && acc[j] == acc[j];
+    return ok;
+}
 
 template <class T>
 int64_t work_size(const Net& net) {
@@ -580,6 +596,7 @@ void block_forward(Work<T>& w) {
 #endif
         dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
                             l == 0 ? w.n_prefetch : 0, nz);
+        if (l == 0 && !rows_finite(z, R, ldo)) w.nonfinite = 1;
         if (!output) {
             activate_rows<T>(net.act, R, z, ldo, nout);
         } else {
@@ -719,6 +736,17 @@ inline void with_rows(int rows, F&& f) {
     }
 }
 
+// The cache lines of the count consecutive rows of X starting at x (row length n0), into
+// w.prefetch (none when count <= 0).
+template <class T>
+void plan_prefetch_rows(Work<T>& w, const T* x, int64_t n0, int64_t count) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+    int64_t k = 0;
+    for (int64_t r = 0; r < count; ++r)
+        for (int64_t i = 0; i < n0; i += kLine) w.prefetch[k++] = x + r * n0 + i;
+    w.n_prefetch = k;
+}
+
 // The block's input rows are R consecutive rows of X, starting at x.
 template <class T>
 void set_rows(Work<T>& w, const T* x, int64_t n0, int R) {
@@ -778,6 +806,7 @@ struct Session {
             w.net = &net;
             w.P = P;
             w.correct = 0;
+            w.nonfinite = 0;
             T** Aptrs = reinterpret_cast<T**>(t);
             t += net.L + 1;
             const T** Arows = const_cast<const T**>(reinterpret_cast<T**>(t));
@@ -837,6 +866,9 @@ void run_blocks(void* ctx, int slice) {
         if (job.y)
             for (int r = 0; r < R; ++r) w.labels[r] = job.y[j0 + r];
         set_rows(w, job.X + j0 * n0, n0, R);
+        // The next block's rows are fetched while this one is computed: the first layer reads
+        // its R rows side by side, more streams than the hardware prefetcher follows.
+        plan_prefetch_rows(w, job.X + (j0 + R) * n0, n0, end - (j0 + R) < kRowBlock ? end - (j0 + R) : kRowBlock);
         with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(w); });
         (*job.done)(w, slice, j0, R);
     }
@@ -855,6 +887,14 @@ void forward_blocks(Session<T>& s, const T* X, const int64_t* y, int64_t n, F&& 
         parallel_run(s.slices, run_blocks<T, Fn>, &job);
 }
 
+// kNonFinite when some block met a non-finite first-layer weighted input, else kOk.
+template <class T>
+int forward_status(const Session<T>& s) {
+    for (int j = 0; j < s.slices; ++j)
+        if (s.work[j].nonfinite) return kNonFinite;
+    return kOk;
+}
+
 template <class T>
 int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out) {
     Session<T> s;
@@ -866,7 +906,7 @@ int k_forward(const Model& model, const T* theta, const T* X, int64_t n, T* out)
         for (int r = 0; r < R; ++r)
             std::memcpy(out + (j0 + r) * nout, a + r * ldo, sizeof(T) * static_cast<size_t>(nout));
     });
-    return kOk;
+    return forward_status(s);
 }
 
 template <class T>
@@ -885,7 +925,7 @@ int k_predict(const Model& model, const T* theta, const T* X, int64_t n, int64_t
             labels[j0 + r] = best;
         }
     });
-    return kOk;
+    return forward_status(s);
 }
 
 template <class T>
@@ -899,7 +939,7 @@ int k_cost(const Model& model, const T* theta, const T* X, const int64_t* y, int
     double total = 0;
     for (int j = 0; j < s.slices; ++j) total += part[j];
     *mean_cost = total / static_cast<double>(n);
-    return kOk;
+    return forward_status(s);
 }
 
 template <class T>
@@ -931,10 +971,14 @@ int k_grad(const Model& model, const T* theta, const T* X, const int64_t* y, int
 // them, as equal as whole rows allow, each cut into the fewest blocks of at most kRowBlock rows,
 // again as equal as possible. The split depends only on m (never on the thread count), and each
 // slice sums its blocks' gradients in its own buffer, so the result does not depend on which
-// thread runs which slice.
+// thread runs which slice. Below kRowsForFourSlices rows a mini-batch has at most two slices:
+// the step reads every slice's gradient buffer, and with two cores fewer buffers to pass between
+// them is faster (batch 100: about 5%).
+constexpr int64_t kRowsForFourSlices = 256;
 inline int n_slices(int64_t m) {
     const int64_t s = (m + kRowBlock - 1) / kRowBlock;
-    return static_cast<int>(s < kSlices ? s : kSlices);
+    const int most = m < kRowsForFourSlices ? 2 : kSlices;
+    return static_cast<int>(s < most ? s : most);
 }
 // Rows [*first, *last) of the m rows belong to slice `slice` of `slices`.
 inline void slice_rows(int64_t m, int slices, int slice, int64_t* first, int64_t* last) {
@@ -1239,7 +1283,8 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     if (use_momentum) pack(s.net, velocity, s.V);
     Epoch<T> e{&s,   X,     y,        order,   n_order, batch,   static_cast<T>(eta_), static_cast<T>(momentum_),
                static_cast<T>(l2_), use_momentum, fused, stop, stop_ctx, nullptr, 0.0, kOk};
-    const int members = fused ? 1 : (thread_count() < kSlices ? thread_count() : kSlices);
+    const int slices = fused ? 1 : n_slices(batch);
+    const int members = thread_count() < slices ? thread_count() : slices;
     if (members > 1) {
         Team team;
         e.team = &team;

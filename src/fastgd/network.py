@@ -315,11 +315,33 @@ class Network:
     # ----------------------------------------------------------------------------------------
     # Evaluation
 
-    def _X(self, X: Any, name: str = "X") -> np.ndarray:  # noqa: N802  # the book's X, as N803/N806
-        return as_features(X, self.sizes[0], self.dtype, name)
+    def _X(self, X: Any, name: str = "X", check_finite: bool = True) -> np.ndarray:  # noqa: N802  # the book's X
+        return as_features(X, self.sizes[0], self.dtype, name, check_finite=check_finite)
 
     def _y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
         return as_labels(y, n, self.sizes[-1], name)
+
+    def _X_for_kernel(self, X: Any, name: str = "X") -> np.ndarray:  # noqa: N802
+        """``X`` converted for a forward pass: backends that find NaN and infinity on the way
+        (``FINDS_NONFINITE_INPUT``: the C++ kernels) save the separate pass over it."""
+        return self._X(X, name, check_finite=not getattr(self._backend, "FINDS_NONFINITE_INPUT", False))
+
+    def _forward_kernel(self, fn: str, Xc: np.ndarray, X: Any, *labels: np.ndarray, name: str = "X") -> Any:
+        """``backend.<fn>`` (forward, predict or cost) on ``Xc`` (from :meth:`_X_for_kernel` of ``X``).
+
+        When the backend reports a non-finite weighted input (``DataError``), the entry of ``X``
+        responsible is named; if ``X`` has none (``theta`` holds NaN or infinity, or a sum
+        overflowed), the NumPy reference computes the result, as the other backends would.
+        """
+        args = (self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, *labels)
+        try:
+            return getattr(self._backend, fn)(*args)
+        except DataError:
+            if not getattr(self._backend, "FINDS_NONFINITE_INPUT", False):
+                raise
+            original = np.asarray(X)
+            check_all_finite(Xc, name, original=original if original.shape == Xc.shape else None)
+            return getattr(backends.resolve("numpy"), fn)(*args)
 
     def forward(self, X: Any) -> np.ndarray:
         """Output activations for the rows of ``X``.
@@ -333,23 +355,23 @@ class Network:
         -------
         ndarray, shape (n, sizes[-1]), the network's dtype
         """
-        return self._backend.forward(self.theta, self._sizes_arr, self._act_code, self._cost_code, self._X(X))
+        return self._forward_kernel("forward", self._X_for_kernel(X), X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class of each row of ``X``: the index of the largest output, int64 ``(n,)``."""
-        return self._backend.predict(self.theta, self._sizes_arr, self._act_code, self._cost_code, self._X(X))
+        return self._forward_kernel("predict", self._X_for_kernel(X), X)
 
     def score(self, X: Any, y: Any) -> float:
         """Fraction of the rows of ``X`` whose predicted class is ``y``."""
-        Xc = self._X(X)
+        Xc = self._X_for_kernel(X)
         yc = self._y(y, Xc.shape[0])
-        return float(np.mean(self.predict(Xc) == yc))
+        return float(np.mean(self._forward_kernel("predict", Xc, X) == yc))
 
     def cost(self, X: Any, y: Any) -> float:
         """Mean cost over the rows of ``X`` with integer labels ``y`` (no regularisation term)."""
-        Xc = self._X(X)
+        Xc = self._X_for_kernel(X)
         yc = self._y(y, Xc.shape[0])
-        return float(self._backend.cost(self.theta, self._sizes_arr, self._act_code, self._cost_code, Xc, yc))
+        return float(self._forward_kernel("cost", Xc, X, yc))
 
     def gradient(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Gradient of the mean cost over the rows of ``X``, by backpropagation.

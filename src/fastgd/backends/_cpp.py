@@ -10,6 +10,10 @@ import fastgd._core as _core  # (not `from .. import _core`: a missing module th
 
 NAME = "cpp"
 
+# forward, predict and cost raise fastgd.errors.DataError when a first-layer weighted input is NaN
+# or infinite (found on the way, at no extra pass over X): callers may skip their own NaN check.
+FINDS_NONFINITE_INPUT = True
+
 forward = _core.forward
 predict = _core.predict
 cost = _core.cost
