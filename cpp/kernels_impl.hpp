@@ -736,17 +736,6 @@ inline void with_rows(int rows, F&& f) {
     }
 }
 
-// The cache lines of the count consecutive rows of X starting at x (row length n0), into
-// w.prefetch (none when count <= 0).
-template <class T>
-void plan_prefetch_rows(Work<T>& w, const T* x, int64_t n0, int64_t count) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
-    int64_t k = 0;
-    for (int64_t r = 0; r < count; ++r)
-        for (int64_t i = 0; i < n0; i += kLine) w.prefetch[k++] = x + r * n0 + i;
-    w.n_prefetch = k;
-}
-
 // The block's input rows are R consecutive rows of X, starting at x.
 template <class T>
 void set_rows(Work<T>& w, const T* x, int64_t n0, int R) {
@@ -866,9 +855,6 @@ void run_blocks(void* ctx, int slice) {
         if (job.y)
             for (int r = 0; r < R; ++r) w.labels[r] = job.y[j0 + r];
         set_rows(w, job.X + j0 * n0, n0, R);
-        // The next block's rows are fetched while this one is computed: the first layer reads
-        // its R rows side by side, more streams than the hardware prefetcher follows.
-        plan_prefetch_rows(w, job.X + (j0 + R) * n0, n0, end - (j0 + R) < kRowBlock ? end - (j0 + R) : kRowBlock);
         with_rows(R, [&](auto rows) { block_forward<T, decltype(rows)::value>(w); });
         (*job.done)(w, slice, j0, R);
     }
