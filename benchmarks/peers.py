@@ -17,6 +17,9 @@ is not importable):
   torch-eager-1   PyTorch eager (nn.Sequential, MSE-style loss, optim.SGD), 1 thread
   torch-eager-2   the same, 2 threads (torch.set_num_threads)
   torch-compile   PyTorch, the step (forward, loss, backward, optimizer step) under torch.compile, 1 thread
+  torch-lean      PyTorch eager written for speed, 1 thread: plain tensors, torch.addmm and
+                  torch.sigmoid, torch.autograd.grad, one torch._foreach_add_ for the step (no
+                  nn.Module, no optimizer object): about 40% faster than torch-eager-1 here
   sklearn         scikit-learn MLPClassifier((16, 16), logistic, sgd, batch 10, momentum 0,
                   alpha 0, shuffle=False): one partial_fit over the ordered data. Its output
                   layer is softmax with log-loss (it has no quadratic cost) and it uses its own
@@ -80,7 +83,7 @@ SKLEARN_ETA = 0.5  # softmax + log-loss has no sigmoid' factor in its output del
 
 GROUPS = {
     "numpy": ("numpy-example", "numpy-batch"),
-    "torch": ("torch-eager-1", "torch-eager-2", "torch-compile"),
+    "torch": ("torch-eager-1", "torch-eager-2", "torch-compile", "torch-lean"),
     "sklearn": ("sklearn",),
     "jax": ("jax-step", "jax-scan"),
     "fastgd": ("fastgd-cpp", "fastgd-numba", "fastgd-numpy"),
@@ -305,6 +308,42 @@ def _peer_torch(d: Data, runs: int, key: str, label: str, threads: int, compiled
                   f"torch {torch.__version__}", f"{threads} thread{'s' if threads > 1 else ''}", note)  # fmt: skip
 
 
+def peer_torch_lean(d: Data, runs: int) -> Result:
+    torch = _torch()
+    torch.set_num_threads(1)
+    X = torch.from_numpy(d.X)
+    Y = torch.from_numpy(one_hot(d.y, np.float32))
+    order = torch.from_numpy(d.order)
+    layout = [w.T for w in d.weights] + list(d.biases)  # weights (n_in, n_out), for x @ W
+    initial = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in layout]
+    params = [p.clone().requires_grad_(True) for p in initial]
+    Ws, bs = params[:3], params[3:]
+    scale = 0.5 / BATCH
+
+    def epoch() -> Any:
+        with torch.no_grad():
+            for p, p0 in zip(params, initial):
+                p.copy_(p0)
+        Xp, Yp = X[order], Y[order]
+        for k in range(0, d.n, BATCH):
+            xb, yb = Xp[k : k + BATCH], Yp[k : k + BATCH]
+            a = torch.sigmoid(torch.addmm(bs[0], xb, Ws[0]))
+            a = torch.sigmoid(torch.addmm(bs[1], a, Ws[1]))
+            a = torch.sigmoid(torch.addmm(bs[2], a, Ws[2]))
+            loss = ((a - yb) ** 2).sum() * (scale * BATCH / xb.shape[0])
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                torch._foreach_add_(params, grads, alpha=-ETA)
+        return params
+
+    first, times, _ = timed(epoch, runs)
+    W_np = [w.detach().numpy() for w in Ws]
+    b_np = [b.detach().numpy() for b in bs]
+    return Result("torch-lean", "PyTorch eager, lean step (autograd.grad, foreach), 1 thread",
+                  float(np.median(times)), times, first, accuracy(W_np, b_np, d.Xt, d.yt), f"torch {torch.__version__}",
+                  "1 thread", "")  # fmt: skip
+
+
 def peer_torch_eager_1(d: Data, runs: int) -> Result:
     return _peer_torch(d, runs, "torch-eager-1", "PyTorch eager, 1 thread", 1, False)
 
@@ -487,6 +526,7 @@ PEERS: dict[str, Callable[[Data, int], Result]] = {
     "torch-eager-1": peer_torch_eager_1,
     "torch-eager-2": peer_torch_eager_2,
     "torch-compile": peer_torch_compile,
+    "torch-lean": peer_torch_lean,
     "sklearn": peer_sklearn,
     "jax-step": peer_jax_step,
     "numpy-batch": peer_numpy_batch,
