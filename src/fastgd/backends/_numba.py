@@ -348,7 +348,24 @@ def _vsigmoid(typingctx, z):
 
 
 @_jit
-def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_off):
+def _nonzero_blocks(x, rows, rows_off, x_base, n_in, m, nzb):
+    """``nzb[k] = 1`` when some of the ``m`` rows (as in :func:`_affine`) has a nonzero (or NaN) input in
+    block ``k`` of ``lanes`` inputs, else 0: blocks that :func:`_affine` and :func:`_add_outer` skip
+    (``z + 0 * w == z`` exactly, for finite ``w``). On MNIST 17% of the blocks of 16 pixels are zero in
+    all ten rows of a mini-batch, 30% of the blocks of 8 (float64)."""
+    lanes = _VEC_BYTES // x.itemsize
+    for k in range((n_in + lanes - 1) // lanes):
+        left = n_in - k * lanes
+        found = 0
+        for b in range(m):
+            if _any_nonzero(x, x_base + rows[rows_off + b] * n_in + k * lanes, left):
+                found = 1
+                break
+        nzb[k] = found
+
+
+@_jit
+def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_off, nzb):
     """:func:`_affine` for a group of eight rows (one load of a row of ``W`` for eight of them)."""
     lanes = _VEC_BYTES // theta.itemsize
     n_blocks = (n_in + lanes - 1) // lanes
@@ -366,11 +383,7 @@ def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_o
         z1, z2, z3, z4, z5, z6, z7 = z0, z0, z0, z0, z0, z0, z0
         for k in range(n_blocks):
             k0 = k * lanes
-            left = n_in - k0
-            if (_any_nonzero(x, x0 + k0, left) or _any_nonzero(x, x1 + k0, left)
-                    or _any_nonzero(x, x2 + k0, left) or _any_nonzero(x, x3 + k0, left)
-                    or _any_nonzero(x, x4 + k0, left) or _any_nonzero(x, x5 + k0, left)
-                    or _any_nonzero(x, x6 + k0, left) or _any_nonzero(x, x7 + k0, left)):
+            if nzb[k]:
                 for i in range(k0, min(k0 + lanes, n_in)):
                     w = _vload(theta, w_off + i * n_out + j, c)
                     z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
@@ -392,7 +405,7 @@ def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_o
 
 
 @_jit
-def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z_off):
+def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z_off, nzb):
     """``z = a_prev @ W + bias`` for the ``m`` rows of a mini-batch.
 
     Row ``b``'s inputs are ``x[x_base + rows[rows_off + b] * n_in :][:n_in]``, its ``z`` goes to
@@ -408,7 +421,7 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
     n_blocks = (n_in + lanes - 1) // lanes
     g8 = m - m % 8
     for g in range(0, g8, 8):
-        _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, b_off, n_out, z, z_off + g * n_out)
+        _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, b_off, n_out, z, z_off + g * n_out, nzb)
     for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
@@ -420,9 +433,7 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
             z0 = _vload(theta, b_off + j, c)
             z1, z2, z3 = z0, z0, z0
             for k in range(n_blocks):
-                left = n_in - k * lanes
-                if (_any_nonzero(x, x0 + k * lanes, left) or _any_nonzero(x, x1 + k * lanes, left)
-                        or _any_nonzero(x, x2 + k * lanes, left) or _any_nonzero(x, x3 + k * lanes, left)):
+                if nzb[k]:
                     for i in range(k * lanes, min(k * lanes + lanes, n_in)):
                         w = _vload(theta, w_off + i * n_out + j, c)
                         z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
@@ -439,7 +450,7 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
 
 
 @_jit
-def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, scale, delta, d_off):
+def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, scale, delta, d_off, nzb):
     """:func:`_add_outer` for a group of eight rows, added in row order (each row of ``G`` loaded and
     stored once for eight rows)."""
     lanes = _VEC_BYTES // target.itemsize
@@ -466,11 +477,7 @@ def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, sc
         d7 = _vmuladd(nothing, s, _vload(delta, d_off + 7 * n_out + j, c))
         for k in range(n_blocks):
             k0 = k * lanes
-            left = n_in - k0
-            if (_any_nonzero(x, x0 + k0, left) or _any_nonzero(x, x1 + k0, left)
-                    or _any_nonzero(x, x2 + k0, left) or _any_nonzero(x, x3 + k0, left)
-                    or _any_nonzero(x, x4 + k0, left) or _any_nonzero(x, x5 + k0, left)
-                    or _any_nonzero(x, x6 + k0, left) or _any_nonzero(x, x7 + k0, left)):
+            if nzb[k]:
                 for i in range(k0, min(k0 + lanes, n_in)):
                     w = w_off + i * n_out + j
                     t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
@@ -487,7 +494,7 @@ def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, sc
 
 
 @_jit
-def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, scale, delta, d_off):
+def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, scale, delta, d_off, nzb):
     """For the ``m`` rows of a mini-batch (inputs and zero blocks as in :func:`_affine`, row ``b``'s
     ``delta`` at ``d_off + b * n_out``), in row order: ``G[i, :] += x_i * (scale * delta)`` for every
     input ``i`` and ``g_bias += scale * delta``, where ``G`` and ``g_bias`` are at ``w_off`` and
@@ -503,7 +510,8 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
     s = _vsplat(scale)
     g8 = m - m % 8
     for g in range(0, g8, 8):
-        _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off + g, x_base, n_in, scale, delta, d_off + g * n_out)
+        _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off + g, x_base, n_in, scale, delta, d_off + g * n_out,
+                    nzb)
     for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
@@ -518,9 +526,7 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
             d2 = _vmuladd(nothing, s, _vload(delta, d_off + b2 * n_out + j, c)) if g + 2 < m else nothing
             d3 = _vmuladd(nothing, s, _vload(delta, d_off + b3 * n_out + j, c)) if g + 3 < m else nothing
             for k in range(n_blocks):
-                left = n_in - k * lanes
-                if (_any_nonzero(x, x0 + k * lanes, left) or _any_nonzero(x, x1 + k * lanes, left)
-                        or _any_nonzero(x, x2 + k * lanes, left) or _any_nonzero(x, x3 + k * lanes, left)):
+                if nzb[k]:
                     for i in range(k * lanes, min(k * lanes + lanes, n_in)):
                         w = w_off + i * n_out + j
                         t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
@@ -717,6 +723,15 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     out_layer = a_off[n_layers - 1]
     # 0, as a variable: for a literal 0 argument numba would compile a second copy of the callee
     no_offset = w_off[0]
+    # Blocks of inputs to compute (see _nonzero_blocks): the first layer's, found per mini-batch when
+    # it is trained (forward passes alone take blocks of 256 rows, where few blocks are zero in every
+    # row); every block of the other layers.
+    lanes = _VEC_BYTES // theta.itemsize
+    widest = n_in0
+    for l in range(n_layers):
+        widest = max(widest, sizes[l])
+    every_block = np.ones((widest + lanes - 1) // lanes, np.uint8)
+    first_blocks = every_block.copy()
 
     total = 0.0
     correct = 0
@@ -727,10 +742,13 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
         for l in range(n_layers):
             n_out = sizes[l + 1]
             if l == 0:
-                _affine(X, order, r0, no_offset, n_in0, m, theta, w_off[0], b_off[0], n_out, acts, a_off[0])
+                if mode != _FORWARD:
+                    _nonzero_blocks(X, order, r0, no_offset, n_in0, m, first_blocks)
+                _affine(X, order, r0, no_offset, n_in0, m, theta, w_off[0], b_off[0], n_out, acts, a_off[0],
+                        first_blocks)
             else:
                 _affine(acts, identity, no_offset, a_off[l - 1], sizes[l], m, theta, w_off[l], b_off[l], n_out,
-                        acts, a_off[l])
+                        acts, a_off[l], every_block)
             if l < n_layers - 1:
                 _activate(acts, a_off[l], a_off[l] + m * n_out, activation)
         batch_cost, batch_correct = _output(acts, out_layer, m, n_classes, cost, y, order, r0, want_cost)
@@ -761,9 +779,10 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
             if l > 0:
                 _hidden_delta(theta, w_off[l], n_in, n_out, m, deltas, a_off[l], acts, a_off[l - 1], activation)
                 _add_outer(target, w_off[l], b_off[l], n_out, acts, identity, no_offset, a_off[l - 1], n_in, m, scale,
-                           deltas, a_off[l])
+                           deltas, a_off[l], every_block)
             else:
-                _add_outer(target, w_off[0], b_off[0], n_out, X, order, r0, no_offset, n_in, m, scale, deltas, a_off[0])
+                _add_outer(target, w_off[0], b_off[0], n_out, X, order, r0, no_offset, n_in, m, scale, deltas, a_off[0],
+                           first_blocks)
 
         if mode == _STEP_GENERAL:
             for l in range(n_layers):
