@@ -399,3 +399,38 @@ def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) ->
                        env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
         results.append(np.load(out))
     assert np.array_equal(results[0], results[1])
+
+
+def test_numba_long_forward_passes_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
+    """Numba runs forward passes over 2,048 rows or more in four fixed runs on its threads: the reference's
+    outputs and cost, and one result for any NUMBA_NUM_THREADS."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import require_backend
+
+    require_backend("numba")
+    from fastgd.backends import _numba
+
+    theta, sizes, X, y = problem(SHAPES[3], 0, seed=17, rows=3001)
+    A = _numba.forward(theta, sizes, 0, 0, X)
+    assert rel_err(A, reference.forward(theta, sizes, 0, 0, X)) <= RTOL64
+    c, c_ref = _numba.cost(theta, sizes, 0, 0, X, y), reference.cost(theta, sizes, 0, 0, X, y)
+    assert abs(c - c_ref) <= RTOL64 * abs(c_ref)
+    np.testing.assert_array_equal(_numba.predict(theta, sizes, 0, 0, X), reference.predict(theta, sizes, 0, 0, X))
+    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
+    code = (
+        "import sys, numpy as np; from fastgd.backends import _numba as nb; d = np.load(sys.argv[1]);"
+        "a = nb.forward(d['theta'], d['sizes'], 0, 0, d['X']);"
+        "c = nb.cost(d['theta'], d['sizes'], 0, 0, d['X'], d['y']);"
+        "np.save(sys.argv[2], np.append(a.ravel(), c))"
+    )
+    results = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"f{threads}.npy"
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True,
+                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
+        results.append(np.load(out))
+    assert np.array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0][:-1].reshape(A.shape), A)

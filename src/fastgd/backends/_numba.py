@@ -922,13 +922,48 @@ def _call(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, 
 _NO_LABELS = np.empty(0, dtype=np.int64)
 
 
+# Forward passes over this many rows or more run in _SLICES fixed runs of whole blocks on Numba's
+# threads, as the C++ kernels do (each run's rows and cost sum depend only on the run: the same
+# result for any thread count).
+_PARALLEL_FORWARD_MIN_ROWS = 2048
+
+
+@numba.njit(parallel=True, cache=True)
+def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, acts, deltas, identity, totals):
+    """``_run_batches`` in ``_FORWARD`` mode over rows ``0 .. n``, in ``_SLICES`` runs of whole blocks of
+    ``rows`` rows (``prange``); run ``s``'s summed cost goes to ``totals[s]``."""
+    blocks = (n + rows - 1) // rows
+    for s in numba.prange(_SLICES):
+        lo = min(blocks * s // _SLICES * rows, n)
+        hi = min(blocks * (s + 1) // _SLICES * rows, n)
+        totals[s] = 0.0
+        if hi > lo:
+            totals[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows, _FORWARD, 0.0, 0.0,
+                                     theta[:0], 0.0, out, acts[s], deltas[s], identity)[0]
+
+
 def _forward_pass(theta, sizes, activation, cost, X, y):
     """Output activations ``(n, sizes[-1])`` and the summed row cost (0 when ``y`` is empty)."""
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out = np.empty((n, int(sizes[-1])), dtype=theta.dtype)
-    total, _ = _call(theta, sizes, activation, cost, X, y, np.arange(n, dtype=np.int64), 0, n, rows,
-                     _FORWARD, 0.0, 0.0, theta[:0], 0.0, out.reshape(-1), _Scratch(theta, sizes, rows))
+    order = np.arange(n, dtype=np.int64)
+    if n < _PARALLEL_FORWARD_MIN_ROWS:
+        total, _ = _call(theta, sizes, activation, cost, X, y, order, 0, n, rows, _FORWARD, 0.0, 0.0, theta[:0], 0.0,
+                         out.reshape(-1), _Scratch(theta, sizes, rows))
+        return out, total
+    if not theta.flags.writeable:  # one compiled signature (see _call)
+        theta = theta.copy()
+    width = int(np.sum(sizes[1:]))
+    acts = np.empty((_SLICES, rows * width), dtype=theta.dtype)
+    deltas = np.empty_like(acts)
+    totals = np.zeros(_SLICES)
+    with _PARALLEL_LOCK:
+        _forward_runs(theta, sizes, int(activation), int(cost), X.reshape(-1), y, order, n, rows, out.reshape(-1),
+                      acts, deltas, np.arange(rows, dtype=np.int64), totals)  # fmt: skip
+    total = 0.0
+    for s in range(_SLICES):
+        total += float(totals[s])
     return out, total
 
 
