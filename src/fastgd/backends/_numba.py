@@ -410,13 +410,13 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
     """``z = a_prev @ W + bias`` for the ``m`` rows of a mini-batch.
 
     Row ``b``'s inputs are ``x[x_base + rows[rows_off + b] * n_in :][:n_in]``, its ``z`` goes to
-    ``z[z_off + b * n_out :][:n_out]``. The inputs go in blocks of ``lanes``, and a block that is
-    zero in every row of a group adds nothing and is skipped (MNIST: 23% of the blocks of 16 pixels
-    in groups of 4 rows, 40% of the blocks of 8).
+    ``z[z_off + b * n_out :][:n_out]``. The inputs go in blocks of ``lanes``; blocks with ``nzb[k]``
+    0 (zero in every row: :func:`_nonzero_blocks`) are skipped.
 
-    Rows go four at a time, each with its vector of ``z`` in a register: a row of ``W``, loaded
-    once, serves four accumulators (the first layer's ``W`` does not fit in the L1 cache), and four
-    independent additions are in flight. A last, partial group repeats its last row, not stored.
+    Rows go eight at a time (:func:`_affine8`), the rest four at a time, each with its vector of
+    ``z`` in a register: a row of ``W``, loaded once, serves every accumulator of the group (the
+    first layer's ``W`` does not fit in the L1 cache), and the additions are independent. A last,
+    partial group of four repeats its last row, not stored.
     """
     lanes = _VEC_BYTES // theta.itemsize
     n_blocks = (n_in + lanes - 1) // lanes
@@ -502,8 +502,9 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
     ``b_off`` in ``target``. That is the layer's summed weight gradient (``target`` a gradient
     buffer, ``scale = 1``), or its SGD step (``target`` is theta, ``scale = -eta / m``).
 
-    Rows go four at a time, so that each row of ``G`` is loaded and stored once per group; the
-    missing rows of a last, partial group have ``delta = 0`` and add exactly nothing.
+    Rows go eight at a time (:func:`_add_outer8`), the rest four at a time, so that each row of ``G``
+    is loaded and stored once per group; the missing rows of a last, partial group of four have
+    ``delta = 0`` and add exactly nothing.
     """
     lanes = _VEC_BYTES // target.itemsize
     n_blocks = (n_in + lanes - 1) // lanes
