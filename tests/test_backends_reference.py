@@ -376,38 +376,41 @@ def test_one_batch_of_every_row_is_one_gradient_step(backend: ModuleType) -> Non
     assert c_epoch == pytest.approx(c, rel=RTOL64)
 
 
-def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
-    """Numba sums a large mini-batch's slices on its threads in a fixed order: any NUMBA_NUM_THREADS, one result."""
+def numba_results_per_thread_count(tmp_path, case: dict[str, np.ndarray], code: str) -> list[np.ndarray]:  # noqa: ANN001
+    """Runs ``code`` (case file in sys.argv[1], saves its array to sys.argv[2]) in a fresh process with
+    NUMBA_NUM_THREADS 1, then 2 (Numba reads it once, at import); returns the two arrays."""
     import os
     import subprocess
     import sys
 
+    np.savez(tmp_path / "case.npz", **case)
+    prelude = "import sys, numpy as np; from fastgd.backends import _numba as nb; d = np.load(sys.argv[1]);"
+    results = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"t{threads}.npy"
+        subprocess.run([sys.executable, "-c", prelude + code, str(tmp_path / "case.npz"), str(out)], check=True,
+                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
+        results.append(np.load(out))
+    return results
+
+
+def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
+    """Numba sums a large mini-batch's slices on its threads in a fixed order: any NUMBA_NUM_THREADS, one result."""
     from helpers import require_backend
 
     require_backend("numba")
     theta, sizes, X, y = problem(SHAPES[3], 0, seed=16, rows=600)
-    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
     code = (
-        "import sys, numpy as np; from fastgd.backends import _numba as nb; d = np.load(sys.argv[1]);"
         "t = d['theta'].copy(); order = np.random.default_rng(0).permutation(600);"
         "nb.train_epoch(t, d['sizes'], 0, 0, d['X'], d['y'], order, 300, 0.5, 0.0, None, 0.0); np.save(sys.argv[2], t)"
     )
-    results = []
-    for threads in ("1", "2"):
-        out = tmp_path / f"t{threads}.npy"
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True,
-                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
-        results.append(np.load(out))
+    results = numba_results_per_thread_count(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
     assert np.array_equal(results[0], results[1])
 
 
 def test_numba_long_forward_passes_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
     """Numba runs forward passes over 2,048 rows or more in four fixed runs on its threads: the reference's
     outputs and cost, and one result for any NUMBA_NUM_THREADS."""
-    import os
-    import subprocess
-    import sys
-
     from helpers import require_backend
 
     require_backend("numba")
@@ -419,18 +422,11 @@ def test_numba_long_forward_passes_do_not_depend_on_the_thread_count(tmp_path) -
     c, c_ref = _numba.cost(theta, sizes, 0, 0, X, y), reference.cost(theta, sizes, 0, 0, X, y)
     assert abs(c - c_ref) <= RTOL64 * abs(c_ref)
     np.testing.assert_array_equal(_numba.predict(theta, sizes, 0, 0, X), reference.predict(theta, sizes, 0, 0, X))
-    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
     code = (
-        "import sys, numpy as np; from fastgd.backends import _numba as nb; d = np.load(sys.argv[1]);"
         "a = nb.forward(d['theta'], d['sizes'], 0, 0, d['X']);"
         "c = nb.cost(d['theta'], d['sizes'], 0, 0, d['X'], d['y']);"
         "np.save(sys.argv[2], np.append(a.ravel(), c))"
     )
-    results = []
-    for threads in ("1", "2"):
-        out = tmp_path / f"f{threads}.npy"
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True,
-                       env={**os.environ, "NUMBA_NUM_THREADS": threads}, capture_output=True, text=True)  # fmt: skip
-        results.append(np.load(out))
+    results = numba_results_per_thread_count(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
     assert np.array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0][:-1].reshape(A.shape), A)
