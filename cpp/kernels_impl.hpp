@@ -514,7 +514,8 @@ struct Work {
     const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
     int64_t n_prefetch;
     uint8_t* nz;  // runs of inputs that are not zero in every row of the block (nonzero_runs)
-    int nonfinite;  // set when a first-layer weighted input of some row was NaN or infinite
+    bool check_finite;  // forward passes alone: look for non-finite first-layer weighted inputs
+    int nonfinite;      // set when one was NaN or infinite
 };
 
 // Whether the R rows of z (stride ld) are all finite: x - x is 0 for a finite x, NaN otherwise,
@@ -596,7 +597,7 @@ void block_forward(Work<T>& w) {
 #endif
         dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
                             l == 0 ? w.n_prefetch : 0, nz);
-        if (l == 0 && !rows_finite(z, R, ldo)) w.nonfinite = 1;
+        if (l == 0 && w.check_finite && !rows_finite(z, R, ldo)) w.nonfinite = 1;
         if (!output) {
             activate_rows<T>(net.act, R, z, ldo, nout);
         } else {
@@ -803,6 +804,7 @@ struct Session {
             w.prefetch = const_cast<const void**>(t);
             t += kRowBlock * lines_per_row<T>(net.n[0]);
             w.nz = skip_zero_runs ? reinterpret_cast<uint8_t*>(t) : nullptr;
+            w.check_finite = !skip_zero_runs;  // training finds divergence from its cost instead
             t += nz_slots;
             work_attach(w, base, Aptrs, Arows);
             base += ws;
