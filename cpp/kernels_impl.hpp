@@ -25,6 +25,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "kernels.hpp"
 
 #ifndef FASTGD_ISA
@@ -268,52 +272,68 @@ void unpack(const Net& net, const T* P, T* theta) {
 // Dense-layer kernels for a block of R rows (R a compile-time constant, so the accumulators
 // live in registers).
 
-// Inputs are taken in runs of kSkip. Where a run is zero in every row of a block (the input
-// layer only: MNIST's pixels are mostly zeros, and 30% of the runs of 8 are zero in all 10 rows
-// of a mini-batch), its products are skipped: they would add exactly +0 to every sum, for finite
-// weights, so the results are the same bits.
-constexpr int64_t kSkip = 8;
-static_assert(kSkip % kUnroll == 0, "an unrolled group of the rank update lies within one run");
+// The input layer skips inputs that are zero in every row of a block: MNIST's pixels are mostly
+// zeros, and about half of the 784 inputs are zero in all 10 rows of a mini-batch. Their products
+// would add exactly +0 to every sum (for finite weights), so the results are the same bits. The
+// block's other inputs are listed once (nonzero_inputs) and both the forward pass and the weight
+// update walk that list.
 
-typedef uint64_t Chunk32 __attribute__((vector_size(32)));
-static_assert(kSkip * sizeof(float) % sizeof(Chunk32) == 0, "a run is whole 32-byte chunks");
-
-inline int64_t skip_runs(int64_t n_in) { return (n_in + kSkip - 1) / kSkip; }
-
-// nz[k] = 1 when some row xr[r] has a nonzero bit in inputs [k kSkip, (k + 1) kSkip), else 0.
+// The indices i < n_in at which some row xr[r] has a nonzero bit (so -0.0 counts as nonzero), in
+// increasing order, into idx (room for n_in + 16: a chunk's indices are stored as one vector, the
+// compressed ones first; a compressing store to memory is slow on some CPUs); returns how many.
 template <class T, int R>
-void nonzero_runs(const T* const* xr, int64_t n_in, uint8_t* nz) {
-    constexpr int kParts = static_cast<int>(kSkip * sizeof(T) / sizeof(Chunk32));
-    const int64_t full = n_in / kSkip;
-    for (int64_t k = 0; k < full; ++k) {
-        Chunk32 acc = {};
+int64_t nonzero_inputs(const T* const* xr, int64_t n_in, int32_t* idx) {
+    typedef std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t> U;
+    typedef U UV __attribute__((vector_size(64)));
+    constexpr int64_t kChunk = 64 / static_cast<int64_t>(sizeof(T));
+    const int64_t full = n_in / kChunk * kChunk;
+    int64_t count = 0;
+    for (int64_t i = 0; i < full; i += kChunk) {
+        UV acc = {};
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-            for (int p = 0; p < kParts; ++p) {
-                Chunk32 v;
-                __builtin_memcpy(&v, reinterpret_cast<const char*>(xr[r] + k * kSkip) + p * sizeof(Chunk32), sizeof v);
-                acc |= v;
-            }
+            UV v;
+            __builtin_memcpy(&v, xr[r] + i, sizeof v);
+            acc |= v;
         }
-        const uint64_t any = (acc[0] | acc[1]) | (acc[2] | acc[3]);
-        nz[k] = any != 0;
+#if defined(__AVX512F__)
+        const __m512i a = reinterpret_cast<__m512i>(acc);
+        const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(i)),
+                                              _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        if constexpr (sizeof(T) == 4) {
+            const __mmask16 m = _mm512_test_epi32_mask(a, a);
+            _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(m, base));
+            count += __builtin_popcount(m);
+        } else {
+            const __mmask8 m = _mm512_test_epi64_mask(a, a);
+            _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(static_cast<__mmask16>(m), base));
+            count += __builtin_popcount(m);
+        }
+#else
+#pragma GCC unroll 16
+        for (int64_t j = 0; j < kChunk; ++j) {
+            idx[count] = static_cast<int32_t>(i + j);
+            count += acc[j] != 0;
+        }
+#endif
     }
-    if (full * kSkip < n_in) {
+    for (int64_t i = full; i < n_in; ++i) {
         bool any = false;
-        for (int r = 0; r < R; ++r)
-            for (int64_t i = full * kSkip; i < n_in; ++i) any = any || xr[r][i] != T(0) || __builtin_signbit(xr[r][i]);
-        nz[full] = any;
+        for (int r = 0; r < R; ++r) any = any || xr[r][i] != T(0) || __builtin_signbit(xr[r][i]);
+        idx[count] = static_cast<int32_t>(i);
+        count += any;
     }
+    return count;
 }
 
 // z (R x ldw) = x (the R rows xr[r], n_in columns each) W (n_in x ldw) + b.
-// z overwritten. With nz (see nonzero_runs), runs of inputs that are zero in every row are skipped.
-// While it runs, it prefetches the first n_prefetch addresses of `prefetch`, one per input (the
-// next mini-batch's rows, so that their trip from memory overlaps this arithmetic).
+// z overwritten. With idx (see nonzero_inputs), only the n_idx inputs listed there are taken.
+// While it runs, it prefetches the first n_prefetch addresses of `prefetch` (the next mini-batch's
+// rows, so that their trip from memory overlaps this arithmetic).
 template <class T, int R>
 void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z,
-                   const void* const* prefetch = nullptr, int64_t n_prefetch = 0, const uint8_t* nz = nullptr) {
+                   const void* const* prefetch = nullptr, int64_t n_prefetch = 0, const int32_t* idx = nullptr,
+                   int64_t n_idx = 0) {
     for (int64_t c = 0; c < ldw; c += kLanes<T>) {
         vec<T> acc[R];
         const vec<T> bv = vload(b + c);
@@ -322,27 +342,32 @@ void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int
         const T* x[R];
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) x[r] = xr[r];
-        for (int64_t i0 = 0; i0 < n_in; i0 += kSkip) {
-            const int64_t i1 = n_in - i0 < kSkip ? n_in : i0 + kSkip;
-            for (int64_t i = i0; i < i1 && i < n_prefetch; ++i)
-                __builtin_prefetch(prefetch[i], 0, FASTGD_PREFETCH_LOCALITY);
-            if (nz && !nz[i0 / kSkip]) continue;
-            const T* w = W + i0 * ldw + c;
-            if (i1 - i0 == kSkip) {
-#pragma GCC unroll 16
-                for (int64_t u = 0; u < kSkip; ++u) {
-                    const vec<T> wv = vload(w + u * ldw);
-#pragma GCC unroll 32
-                    for (int r = 0; r < R; ++r) acc[r] += x[r][i0 + u] * wv;
+        int64_t pf = 0;
+        if (idx) {
+            // Two prefetches per listed input: about half the inputs are listed.
+#pragma GCC unroll 4
+            for (int64_t k = 0; k < n_idx; ++k) {
+                if (pf < n_prefetch) {
+                    __builtin_prefetch(prefetch[pf], 0, FASTGD_PREFETCH_LOCALITY);
+                    if (pf + 1 < n_prefetch) __builtin_prefetch(prefetch[pf + 1], 0, FASTGD_PREFETCH_LOCALITY);
+                    pf += 2;
                 }
-            } else {
-                for (int64_t i = i0; i < i1; ++i, w += ldw) {
-                    const vec<T> wv = vload(w);
+                const int64_t i = idx[k];
+                const vec<T> wv = vload(W + i * ldw + c);
 #pragma GCC unroll 32
-                    for (int r = 0; r < R; ++r) acc[r] += x[r][i] * wv;
-                }
+                for (int r = 0; r < R; ++r) acc[r] += x[r][i] * wv;
+            }
+        } else {
+            const T* w = W + c;
+#pragma GCC unroll 8
+            for (int64_t i = 0; i < n_in; ++i, w += ldw) {
+                if (pf < n_prefetch) __builtin_prefetch(prefetch[pf++], 0, FASTGD_PREFETCH_LOCALITY);
+                const vec<T> wv = vload(w);
+#pragma GCC unroll 32
+                for (int r = 0; r < R; ++r) acc[r] += x[r][i] * wv;
             }
         }
+        for (; pf < n_prefetch; ++pf) __builtin_prefetch(prefetch[pf], 0, FASTGD_PREFETCH_LOCALITY);
 #pragma GCC unroll 32
         for (int r = 0; r < R; ++r) vstore(z + r * ldw + c, acc[r]);
         n_prefetch = 0;
@@ -354,11 +379,11 @@ void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int
 // and scale = -eta/m this is a fused SGD step; with a gradient buffer and scale = 1/m it
 // accumulates the gradient.
 // With kAssign, W and b are overwritten with x^T (scale * d) and its column sums instead (a gradient
-// buffer's first block: no separate clearing pass). With nz, rows of W whose inputs are zero in every
-// row of x are left as they are (kAssign: set to zero).
+// buffer's first block: no separate clearing pass). With idx (see nonzero_inputs), only the rows of W
+// of the n_idx inputs listed there change (kAssign: the others are set to zero).
 template <class T, int R, bool kAssign = false>
 void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T* W, T* b, int64_t ldw,
-                       const uint8_t* nz = nullptr) {
+                       const int32_t* idx = nullptr, int64_t n_idx = 0) {
     const T* x[R];
 #pragma GCC unroll 32
     for (int r = 0; r < R; ++r) x[r] = xr[r];
@@ -371,15 +396,30 @@ void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T*
             bv += dv[r];
         }
         vstore(b + c, bv);
+        if (idx) {
+            // One listed input at a time, its sum in two halves (two shorter dependency chains).
+            int64_t next = 0;  // kAssign: rows below this one are written
+#pragma GCC unroll 2
+            for (int64_t k = 0; k < n_idx; ++k) {
+                const int64_t i = idx[k];
+                if (kAssign)
+                    for (; next < i; ++next) vstore(W + next * ldw + c, vec<T>{});
+                vec<T> acc0 = kAssign ? vec<T>{} : vload(W + i * ldw + c), acc1 = vec<T>{};
+#pragma GCC unroll 32
+                for (int r = 0; r + 1 < R; r += 2) {
+                    acc0 += x[r][i] * dv[r];
+                    acc1 += x[r + 1][i] * dv[r + 1];
+                }
+                if (R % 2) acc0 += x[R - 1][i] * dv[R - 1];
+                vstore(W + i * ldw + c, acc0 + acc1);
+                next = i + 1;
+            }
+            if (kAssign)
+                for (; next < n_in; ++next) vstore(W + next * ldw + c, vec<T>{});
+            continue;
+        }
         int64_t i = 0;
         for (; i + kUnroll <= n_in; i += kUnroll) {
-            if (nz && !nz[i / kSkip]) {
-                if (kAssign) {
-#pragma GCC unroll 16
-                    for (int u = 0; u < kUnroll; ++u) vstore(W + (i + u) * ldw + c, vec<T>{});
-                }
-                continue;
-            }
             vec<T> acc[kUnroll];
 #pragma GCC unroll 16
             for (int u = 0; u < kUnroll; ++u) acc[u] = kAssign ? vec<T>{} : vload(W + (i + u) * ldw + c);
@@ -393,10 +433,8 @@ void dense_rank_update(const T* const* xr, int64_t n_in, const T* d, T scale, T*
         }
         for (; i < n_in; ++i) {
             vec<T> acc = kAssign ? vec<T>{} : vload(W + i * ldw + c);
-            if (!nz || nz[i / kSkip]) {
 #pragma GCC unroll 32
-                for (int r = 0; r < R; ++r) acc += x[r][i] * dv[r];
-            }
+            for (int r = 0; r < R; ++r) acc += x[r][i] * dv[r];
             vstore(W + i * ldw + c, acc);
         }
     }
@@ -513,7 +551,8 @@ struct Work {
     int64_t correct;  // rows whose largest output is their label, counted by block_cost
     const void** prefetch;  // cache lines to prefetch during the first layer's forward pass
     int64_t n_prefetch;
-    uint8_t* nz;  // runs of inputs that are not zero in every row of the block (nonzero_runs)
+    int32_t* idx;  // the input layer's inputs that are not zero in every row of the block (nonzero_inputs)
+    int64_t n_idx;
     bool check_finite;  // forward passes alone: look for non-finite first-layer weighted inputs
     int nonfinite;      // set when one was NaN or infinite
 };
@@ -589,14 +628,10 @@ void block_forward(Work<T>& w) {
         const bool output = l == net.L - 1;
         T* z = output ? w.Zout : w.A[l + 1];
         const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
-        if (l == 0 && w.nz) nonzero_runs<T, R>(in, net.n[0], w.nz);
-#ifndef FASTGD_NO_SKIP_FORWARD
-        const uint8_t* nz = l == 0 ? w.nz : nullptr;
-#else
-        const uint8_t* nz = nullptr;
-#endif
+        if (l == 0 && w.idx) w.n_idx = nonzero_inputs<T, R>(in, net.n[0], w.idx);
+        const int32_t* idx = l == 0 ? w.idx : nullptr;
         dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
-                            l == 0 ? w.n_prefetch : 0, nz);
+                            l == 0 ? w.n_prefetch : 0, idx, w.n_idx);
         if (l == 0 && w.check_finite && !rows_finite(z, R, ldo)) w.nonfinite = 1;
         if (!output) {
             activate_rows<T>(net.act, R, z, ldo, nout);
@@ -695,14 +730,14 @@ void block_backward(Work<T>& w, const Update<T>& up) {
                               dnext, w.WT);
         const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
         const int64_t wo = net.woff[l], bo = net.boff[l];
-        // The input layer's zero runs, found by block_forward for these rows.
-        const uint8_t* nz = l == 0 ? w.nz : nullptr;
+        // The input layer's nonzero inputs, listed by block_forward for these rows.
+        const int32_t* idx = l == 0 ? w.idx : nullptr;
         switch (up.kind) {
             case Update<T>::kAccumulate:
-                dense_rank_update<T, R>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, nz);
+                dense_rank_update<T, R>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, idx, w.n_idx);
                 break;
             case Update<T>::kAssign:
-                dense_rank_update<T, R, true>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, nz);
+                dense_rank_update<T, R, true>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, idx, w.n_idx);
                 break;
             case Update<T>::kStep:
                 dense_step<T, R, false>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
@@ -761,20 +796,20 @@ struct Session {
     int slices = 1;
     Work<T> work[kSlices] = {};
 
-    // skip_zero_runs: the input layer skips runs of inputs that are zero in all of a block's rows
+    // skip_zeros: the input layer skips inputs that are zero in all of a block's rows
     // (training and gradients; forward passes alone do not gain from it).
-    bool open(const Model& model, bool with_grad, bool with_velocity, int n_slices = 1, bool skip_zero_runs = false) {
+    bool open(const Model& model, bool with_grad, bool with_velocity, int n_slices = 1, bool skip_zeros = false) {
         if (!net.template init<T>(model)) return false;
         slices = n_slices;
         const int64_t p = round_up(net.packed, kPad<T>);
         const int64_t ws = work_size<T>(net);
         const int64_t total = p * (1 + (with_velocity ? 1 : 0) + (with_grad ? slices : 0)) + ws * slices;
         const size_t bytes = static_cast<size_t>(total) * sizeof(T);
-        // Per slice: A (L + 1 pointers), Arows ((L + 1) * kRowBlock), the prefetch list, nz.
-        const int64_t nz_slots = (skip_runs(net.n[0]) + static_cast<int64_t>(sizeof(void*)) - 1) /
-                                 static_cast<int64_t>(sizeof(void*));
+        // Per slice: A (L + 1 pointers), Arows ((L + 1) * kRowBlock), the prefetch list, idx.
+        const int64_t idx_slots = ((net.n[0] + 16) * static_cast<int64_t>(sizeof(int32_t)) + static_cast<int64_t>(sizeof(void*)) - 1) /
+                                  static_cast<int64_t>(sizeof(void*));
         const size_t per_slice =
-            static_cast<size_t>((net.L + 1) * (1 + kRowBlock) + kRowBlock * lines_per_row<T>(net.n[0]) + nz_slots);
+            static_cast<size_t>((net.L + 1) * (1 + kRowBlock) + kRowBlock * lines_per_row<T>(net.n[0]) + idx_slots);
         mem = static_cast<T*>(std::aligned_alloc(static_cast<size_t>(kPadBytes), bytes));
         tables = std::malloc(sizeof(void*) * per_slice * static_cast<size_t>(slices));
         if (!mem || !tables) return false;
@@ -803,9 +838,10 @@ struct Session {
             t += (net.L + 1) * kRowBlock;
             w.prefetch = const_cast<const void**>(t);
             t += kRowBlock * lines_per_row<T>(net.n[0]);
-            w.nz = skip_zero_runs ? reinterpret_cast<uint8_t*>(t) : nullptr;
-            w.check_finite = !skip_zero_runs;  // training finds divergence from its cost instead
-            t += nz_slots;
+            w.idx = skip_zeros ? reinterpret_cast<int32_t*>(t) : nullptr;
+            w.n_idx = 0;
+            w.check_finite = !skip_zeros;  // training finds divergence from its cost instead
+            t += idx_slots;
             work_attach(w, base, Aptrs, Arows);
             base += ws;
         }

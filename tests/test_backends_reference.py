@@ -250,18 +250,22 @@ def test_train_epoch_batch_sizes_and_orders(backend: ModuleType, batch_size: int
     assert correct == correct_ref
 
 
-def zero_run_problem(rows: int, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """21 inputs (runs of 8: 0-7, 8-15 and a partial 16-20) where inputs 0-7 and 16-20 are zero in
-    every row (some -0.0), 8-15 nonzero in one row in eight only, so that run is zero in every row
-    of some blocks and not of others: the products the C++ kernels and the Numba backend skip (runs
-    zero in every row of a block)."""
-    theta, sizes, X, y = problem([21, 9, 4], 0, seed=21, rows=rows, dtype=dtype)
-    X[:, :8] = 0.0
-    X[:, 16:] = 0.0
+def zero_input_problem(rows: int, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """37 inputs (two whole 64-byte chunks of float32 inputs and a partial one; four and a partial one
+    of float64) where inputs 0-7, 20, 21, 33 and 35-36 are zero in every row (some -0.0, which is not
+    skipped), and inputs 8-15 and 30 are nonzero in one row in eight only, so they are zero in every
+    row of some blocks and not of others: the products the C++ kernels and the Numba backend skip
+    (inputs zero in every row of a block)."""
+    theta, sizes, X, y = problem([37, 9, 4], 0, seed=21, rows=rows, dtype=dtype)
+    zero = [*range(8), 20, 21, 33, 35, 36]
+    X[:, zero] = 0.0
     X[::3, 2] = -0.0
-    X[1::4, 17] = -0.0
-    X[np.arange(rows) % 8 != 3, 8:16] = 0.0
+    X[1::4, 35] = -0.0
+    X[np.ix_(np.arange(rows) % 8 != 3, [*range(8, 16), 30])] = 0.0
     return theta, sizes, X, y
+
+
+ALWAYS_ZERO = [0, 1, 3, 4, 5, 6, 7, 20, 21, 33, 36]  # zero_input_problem's inputs that are +0.0 in every row
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 10, 16, 17, 40])
@@ -269,14 +273,15 @@ def zero_run_problem(rows: int, dtype: type = np.float64) -> tuple[np.ndarray, n
 def test_inputs_zero_in_every_row_match_reference(
     backend: ModuleType, batch_size: int, momentum: float, l2: float
 ) -> None:
-    """Runs of inputs that are zero in every row of a block give the reference's forward pass,
-    gradient and steps (plain SGD leaves those inputs' weights exactly as they were)."""
+    """Inputs that are zero in every row of a block give the reference's forward pass, gradient and
+    steps (plain SGD leaves those inputs' weights exactly as they were)."""
     rows = 80
-    theta, sizes, X, y = zero_run_problem(rows)
+    theta, sizes, X, y = zero_input_problem(rows)
     g, g_ref = np.full_like(theta, np.nan), np.empty_like(theta)
     c = backend.grad(theta, sizes, 0, 0, X, y, g)
     c_ref = reference.grad(theta, sizes, 0, 0, X, y, g_ref)
     assert rel_err(g, g_ref) <= RTOL64 and abs(c - c_ref) <= RTOL64 * abs(c_ref)
+    assert np.all(g[: 37 * 9].reshape(37, 9)[ALWAYS_ZERO] == 0.0)
     assert rel_err(backend.forward(theta, sizes, 0, 0, X), reference.forward(theta, sizes, 0, 0, X)) <= RTOL64
 
     order = np.random.default_rng(22).permutation(rows).astype(np.int64)
@@ -287,10 +292,29 @@ def test_inputs_zero_in_every_row_match_reference(
     assert rel_err(t, t_ref) <= RTOL64_EPOCH and rel_err(t - theta, t_ref - theta) <= 10 * RTOL64_EPOCH
     assert abs(c - c_ref) <= RTOL64_EPOCH * abs(c_ref) and correct == correct_ref
     if momentum == 0.0 and l2 == 0.0:
-        W1, W1_before = t[: 21 * 9].reshape(21, 9), theta[: 21 * 9].reshape(21, 9)
-        np.testing.assert_array_equal(W1[:8], W1_before[:8])
-        np.testing.assert_array_equal(W1[16:], W1_before[16:])
-        assert np.all(W1[8:16] != W1_before[8:16])
+        W1, W1_before = t[: 37 * 9].reshape(37, 9), theta[: 37 * 9].reshape(37, 9)
+        np.testing.assert_array_equal(W1[ALWAYS_ZERO], W1_before[ALWAYS_ZERO])
+        assert np.all(W1[[*range(8, 20), 22, 30, 34]] != W1_before[[*range(8, 20), 22, 30, 34]])
+
+
+@pytest.mark.parametrize("batch_size", [1, 10, 40])
+def test_inputs_zero_in_every_row_float32(backend: ModuleType, batch_size: int) -> None:
+    """The same in float32 (16 inputs to a 64-byte chunk instead of 8)."""
+    rows = 80
+    theta, sizes, X, y = zero_input_problem(rows, np.float32)
+    g, g_ref = np.full_like(theta, np.nan), np.empty_like(theta)
+    backend.grad(theta, sizes, 0, 0, X, y, g)
+    reference.grad(theta, sizes, 0, 0, X, y, g_ref)
+    assert rel_err(g, g_ref) <= 1e-5
+    assert np.all(g[: 37 * 9].reshape(37, 9)[ALWAYS_ZERO] == 0.0)
+    order = np.random.default_rng(22).permutation(rows).astype(np.int64)
+    none = np.empty(0, dtype=np.float32)
+    t, t_ref = theta.copy(), theta.copy()
+    backend.train_epoch(t, sizes, 0, 0, X, y, order, batch_size, 2.0, 0.0, none, 0.0)
+    reference.train_epoch(t_ref, sizes, 0, 0, X, y, order, batch_size, 2.0, 0.0, none, 0.0)
+    assert rel_err(t - theta, t_ref - theta) <= 1e-4
+    W1, W1_before = t[: 37 * 9].reshape(37, 9), theta[: 37 * 9].reshape(37, 9)
+    np.testing.assert_array_equal(W1[ALWAYS_ZERO], W1_before[ALWAYS_ZERO])
 
 
 # --------------------------------------------------------------------------------------------
