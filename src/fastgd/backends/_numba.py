@@ -18,9 +18,10 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
   loaded once for eight rows. Multiply-adds are fused where the CPU has FMA (one rounding, as in
   BLAS; no other ``fastmath`` liberty: results are gradient-checked and compared with the reference
   to 1e-12). Sigmoids are computed a vector at a time (the C++ kernels' ``exp``).
-* Blocks of inputs that are zero in every row of a mini-batch are skipped (``z + 0 * w == z``
-  exactly, for finite ``w``): on MNIST, whose pixels are 81% zeros, 17% of the first layer's work
-  at batch 10 in float32 (blocks of 16), 30% in float64 (blocks of 8).
+* Inputs that are zero in every row of a mini-batch are skipped (``z + 0 * w == z`` exactly, for
+  finite ``w``): the others are listed once per mini-batch (:func:`_nonzero_inputs`) and the first
+  layer's loops walk that list. On MNIST, whose pixels are 81% zeros, that is about half of the
+  first layer's work at batch 10.
 * The gradient of a mini-batch is taken at the parameters before its step: layer ``l``'s weights
   change only after ``delta`` of the layer below was computed from them. With plain SGD the step
   is fused into the gradient loop (``W[i, :] += x[b, i] * (-eta/m * delta[b, :])`` for the rows
@@ -261,8 +262,8 @@ def _vsum(typingctx, vec):
 
 
 @intrinsic
-def _any_nonzero(typingctx, arr, index, count):
-    """Whether any of ``arr[index : index + min(count, lanes)]`` is nonzero (or NaN)."""
+def _nonzero_bits(typingctx, arr, index, count):
+    """Bit ``j`` set when ``arr[index + j]`` is nonzero (or NaN), for ``j < min(count, lanes)``."""
     if not (_is_flat(arr) and isinstance(index, types.Integer) and isinstance(count, types.Integer)):
         return None
 
@@ -271,9 +272,9 @@ def _any_nonzero(typingctx, arr, index, count):
         value = _load(context, builder, sig.args[0], args[0], args[1], args[2])
         nonzero = builder.fcmp_unordered("!=", value, ir.Constant(llvec, None))
         bits = builder.bitcast(nonzero, ir.IntType(llvec.count))
-        return builder.icmp_unsigned("!=", bits, ir.Constant(bits.type, 0))
+        return builder.zext(bits, ir.IntType(64))
 
-    return types.boolean(arr, types.int64, types.int64), codegen
+    return types.int64(arr, types.int64, types.int64), codegen
 
 
 def _vcall(builder, name, llvec, args):
@@ -349,27 +350,28 @@ def _vsigmoid(typingctx, z):
 
 
 @_jit
-def _nonzero_blocks(x, rows, rows_off, x_base, n_in, m, nzb):
-    """``nzb[k] = 1`` when some of the ``m`` rows (as in :func:`_affine`) has a nonzero (or NaN) input in
-    block ``k`` of ``lanes`` inputs, else 0: blocks that :func:`_affine` and :func:`_add_outer` skip
-    (``z + 0 * w == z`` exactly, for finite ``w``). On MNIST 17% of the blocks of 16 pixels are zero in
-    all ten rows of a mini-batch, 30% of the blocks of 8 (float64)."""
+def _nonzero_inputs(x, rows, rows_off, x_base, n_in, m, nzi):
+    """The inputs ``i`` at which some of the ``m`` rows (as in :func:`_affine`) is nonzero (or NaN),
+    in increasing order, into ``nzi``; returns how many. :func:`_affine` and :func:`_add_outer` take
+    only those (``z + 0 * w == z`` exactly, for finite ``w``): on MNIST about half of the 784 pixels
+    are zero in all ten rows of a mini-batch."""
     lanes = _VEC_BYTES // x.itemsize
-    for k in range((n_in + lanes - 1) // lanes):
-        left = n_in - k * lanes
-        found = 0
+    count = 0
+    for k0 in range(0, n_in, lanes):
+        left = n_in - k0
+        bits = 0
         for b in range(m):
-            if _any_nonzero(x, x_base + rows[rows_off + b] * n_in + k * lanes, left):
-                found = 1
-                break
-        nzb[k] = found
+            bits |= _nonzero_bits(x, x_base + rows[rows_off + b] * n_in + k0, left)
+        for j in range(min(lanes, left)):
+            nzi[count] = k0 + j
+            count += (bits >> j) & 1
+    return count
 
 
 @_jit
-def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_off, nzb):
+def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_off, nzi, n_nz):
     """:func:`_affine` for a group of eight rows (one load of a row of ``W`` for eight of them)."""
     lanes = _VEC_BYTES // theta.itemsize
-    n_blocks = (n_in + lanes - 1) // lanes
     x0 = x_base + rows[rows_off] * n_in
     x1 = x_base + rows[rows_off + 1] * n_in
     x2 = x_base + rows[rows_off + 2] * n_in
@@ -382,19 +384,17 @@ def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_o
         c = n_out - j
         z0 = _vload(theta, b_off + j, c)
         z1, z2, z3, z4, z5, z6, z7 = z0, z0, z0, z0, z0, z0, z0
-        for k in range(n_blocks):
-            k0 = k * lanes
-            if nzb[k]:
-                for i in range(k0, min(k0 + lanes, n_in)):
-                    w = _vload(theta, w_off + i * n_out + j, c)
-                    z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
-                    z1 = _vmuladd(z1, _vsplat(_get(x, x1 + i)), w)
-                    z2 = _vmuladd(z2, _vsplat(_get(x, x2 + i)), w)
-                    z3 = _vmuladd(z3, _vsplat(_get(x, x3 + i)), w)
-                    z4 = _vmuladd(z4, _vsplat(_get(x, x4 + i)), w)
-                    z5 = _vmuladd(z5, _vsplat(_get(x, x5 + i)), w)
-                    z6 = _vmuladd(z6, _vsplat(_get(x, x6 + i)), w)
-                    z7 = _vmuladd(z7, _vsplat(_get(x, x7 + i)), w)
+        for t in range(n_nz):
+            i = nzi[t]
+            w = _vload(theta, w_off + i * n_out + j, c)
+            z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
+            z1 = _vmuladd(z1, _vsplat(_get(x, x1 + i)), w)
+            z2 = _vmuladd(z2, _vsplat(_get(x, x2 + i)), w)
+            z3 = _vmuladd(z3, _vsplat(_get(x, x3 + i)), w)
+            z4 = _vmuladd(z4, _vsplat(_get(x, x4 + i)), w)
+            z5 = _vmuladd(z5, _vsplat(_get(x, x5 + i)), w)
+            z6 = _vmuladd(z6, _vsplat(_get(x, x6 + i)), w)
+            z7 = _vmuladd(z7, _vsplat(_get(x, x7 + i)), w)
         _vstore(z, z_off + j, z0, c)
         _vstore(z, z_off + n_out + j, z1, c)
         _vstore(z, z_off + 2 * n_out + j, z2, c)
@@ -406,12 +406,12 @@ def _affine8(x, rows, rows_off, x_base, n_in, theta, w_off, b_off, n_out, z, z_o
 
 
 @_jit
-def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z_off, nzb):
+def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z_off, nzi, n_nz):
     """``z = a_prev @ W + bias`` for the ``m`` rows of a mini-batch.
 
     Row ``b``'s inputs are ``x[x_base + rows[rows_off + b] * n_in :][:n_in]``, its ``z`` goes to
-    ``z[z_off + b * n_out :][:n_out]``. The inputs go in blocks of ``lanes``; blocks with ``nzb[k]``
-    0 (zero in every row: :func:`_nonzero_blocks`) are skipped.
+    ``z[z_off + b * n_out :][:n_out]``. Only the ``n_nz`` inputs listed in ``nzi`` are taken (the
+    others are zero in every row: :func:`_nonzero_inputs`).
 
     Rows go eight at a time (:func:`_affine8`), the rest four at a time, each with its vector of
     ``z`` in a register: a row of ``W``, loaded once, serves every accumulator of the group (the
@@ -419,10 +419,9 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
     partial group of four repeats its last row, not stored.
     """
     lanes = _VEC_BYTES // theta.itemsize
-    n_blocks = (n_in + lanes - 1) // lanes
     g8 = m - m % 8
     for g in range(0, g8, 8):
-        _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, b_off, n_out, z, z_off + g * n_out, nzb)
+        _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, b_off, n_out, z, z_off + g * n_out, nzi, n_nz)
     for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
@@ -433,14 +432,13 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
             c = n_out - j  # lanes of z in this vector (more than `lanes`: all of them)
             z0 = _vload(theta, b_off + j, c)
             z1, z2, z3 = z0, z0, z0
-            for k in range(n_blocks):
-                if nzb[k]:
-                    for i in range(k * lanes, min(k * lanes + lanes, n_in)):
-                        w = _vload(theta, w_off + i * n_out + j, c)
-                        z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
-                        z1 = _vmuladd(z1, _vsplat(_get(x, x1 + i)), w)
-                        z2 = _vmuladd(z2, _vsplat(_get(x, x2 + i)), w)
-                        z3 = _vmuladd(z3, _vsplat(_get(x, x3 + i)), w)
+            for t in range(n_nz):
+                i = nzi[t]
+                w = _vload(theta, w_off + i * n_out + j, c)
+                z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), w)
+                z1 = _vmuladd(z1, _vsplat(_get(x, x1 + i)), w)
+                z2 = _vmuladd(z2, _vsplat(_get(x, x2 + i)), w)
+                z3 = _vmuladd(z3, _vsplat(_get(x, x3 + i)), w)
             _vstore(z, z_off + b0 * n_out + j, z0, c)
             if g + 1 < m:
                 _vstore(z, z_off + b1 * n_out + j, z1, c)
@@ -451,11 +449,10 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, b_off, n_out, z, z
 
 
 @_jit
-def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, scale, delta, d_off, nzb):
+def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, scale, delta, d_off, nzi, n_nz):
     """:func:`_add_outer` for a group of eight rows, added in row order (each row of ``G`` loaded and
     stored once for eight rows)."""
     lanes = _VEC_BYTES // target.itemsize
-    n_blocks = (n_in + lanes - 1) // lanes
     nothing = _vsplat(target.dtype.type(0))
     s = _vsplat(scale)
     x0 = x_base + rows[rows_off] * n_in
@@ -476,27 +473,25 @@ def _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, sc
         d5 = _vmuladd(nothing, s, _vload(delta, d_off + 5 * n_out + j, c))
         d6 = _vmuladd(nothing, s, _vload(delta, d_off + 6 * n_out + j, c))
         d7 = _vmuladd(nothing, s, _vload(delta, d_off + 7 * n_out + j, c))
-        for k in range(n_blocks):
-            k0 = k * lanes
-            if nzb[k]:
-                for i in range(k0, min(k0 + lanes, n_in)):
-                    w = w_off + i * n_out + j
-                    t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
-                    t = _vmuladd(t, _vsplat(_get(x, x1 + i)), d1)
-                    t = _vmuladd(t, _vsplat(_get(x, x2 + i)), d2)
-                    t = _vmuladd(t, _vsplat(_get(x, x3 + i)), d3)
-                    t = _vmuladd(t, _vsplat(_get(x, x4 + i)), d4)
-                    t = _vmuladd(t, _vsplat(_get(x, x5 + i)), d5)
-                    t = _vmuladd(t, _vsplat(_get(x, x6 + i)), d6)
-                    t = _vmuladd(t, _vsplat(_get(x, x7 + i)), d7)
-                    _vstore(target, w, t, c)
+        for q in range(n_nz):
+            i = nzi[q]
+            w = w_off + i * n_out + j
+            t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
+            t = _vmuladd(t, _vsplat(_get(x, x1 + i)), d1)
+            t = _vmuladd(t, _vsplat(_get(x, x2 + i)), d2)
+            t = _vmuladd(t, _vsplat(_get(x, x3 + i)), d3)
+            t = _vmuladd(t, _vsplat(_get(x, x4 + i)), d4)
+            t = _vmuladd(t, _vsplat(_get(x, x5 + i)), d5)
+            t = _vmuladd(t, _vsplat(_get(x, x6 + i)), d6)
+            t = _vmuladd(t, _vsplat(_get(x, x7 + i)), d7)
+            _vstore(target, w, t, c)
         b = _vadd(_vadd(_vadd(_vadd(_vload(target, b_off + j, c), d0), d1), d2), d3)
         _vstore(target, b_off + j, _vadd(_vadd(_vadd(_vadd(b, d4), d5), d6), d7), c)
 
 
 @_jit
-def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, scale, delta, d_off, nzb):
-    """For the ``m`` rows of a mini-batch (inputs and zero blocks as in :func:`_affine`, row ``b``'s
+def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, scale, delta, d_off, nzi, n_nz):
+    """For the ``m`` rows of a mini-batch (inputs, and the list of them, as in :func:`_affine`, row ``b``'s
     ``delta`` at ``d_off + b * n_out``), in row order: ``G[i, :] += x_i * (scale * delta)`` for every
     input ``i`` and ``g_bias += scale * delta``, where ``G`` and ``g_bias`` are at ``w_off`` and
     ``b_off`` in ``target``. That is the layer's summed weight gradient (``target`` a gradient
@@ -507,13 +502,12 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
     ``delta = 0`` and add exactly nothing.
     """
     lanes = _VEC_BYTES // target.itemsize
-    n_blocks = (n_in + lanes - 1) // lanes
     nothing = _vsplat(target.dtype.type(0))
     s = _vsplat(scale)
     g8 = m - m % 8
     for g in range(0, g8, 8):
         _add_outer8(target, w_off, b_off, n_out, x, rows, rows_off + g, x_base, n_in, scale, delta, d_off + g * n_out,
-                    nzb)
+                    nzi, n_nz)
     for g in range(g8, m, 4):
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
@@ -527,15 +521,14 @@ def _add_outer(target, w_off, b_off, n_out, x, rows, rows_off, x_base, n_in, m, 
             d1 = _vmuladd(nothing, s, _vload(delta, d_off + b1 * n_out + j, c)) if g + 1 < m else nothing
             d2 = _vmuladd(nothing, s, _vload(delta, d_off + b2 * n_out + j, c)) if g + 2 < m else nothing
             d3 = _vmuladd(nothing, s, _vload(delta, d_off + b3 * n_out + j, c)) if g + 3 < m else nothing
-            for k in range(n_blocks):
-                if nzb[k]:
-                    for i in range(k * lanes, min(k * lanes + lanes, n_in)):
-                        w = w_off + i * n_out + j
-                        t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
-                        t = _vmuladd(t, _vsplat(_get(x, x1 + i)), d1)
-                        t = _vmuladd(t, _vsplat(_get(x, x2 + i)), d2)
-                        t = _vmuladd(t, _vsplat(_get(x, x3 + i)), d3)
-                        _vstore(target, w, t, c)
+            for q in range(n_nz):
+                i = nzi[q]
+                w = w_off + i * n_out + j
+                t = _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0)
+                t = _vmuladd(t, _vsplat(_get(x, x1 + i)), d1)
+                t = _vmuladd(t, _vsplat(_get(x, x2 + i)), d2)
+                t = _vmuladd(t, _vsplat(_get(x, x3 + i)), d3)
+                _vstore(target, w, t, c)
             _vstore(target, b_off + j, _vadd(_vadd(_vadd(_vadd(_vload(target, b_off + j, c), d0), d1), d2), d3), c)
 
 
@@ -725,15 +718,15 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     out_layer = a_off[n_layers - 1]
     # 0, as a variable: for a literal 0 argument numba would compile a second copy of the callee
     no_offset = w_off[0]
-    # Blocks of inputs to compute (see _nonzero_blocks): the first layer's, found per mini-batch when
-    # it is trained (forward passes alone take blocks of 256 rows, where few blocks are zero in every
-    # row); every block of the other layers.
-    lanes = _VEC_BYTES // theta.itemsize
+    # Inputs to compute (see _nonzero_inputs): the first layer's, listed per mini-batch when it is
+    # trained (forward passes alone take blocks of 256 rows, where few inputs are zero in every row);
+    # every input of the other layers.
     widest = n_in0
     for l in range(n_layers):
         widest = max(widest, sizes[l])
-    every_block = np.ones((widest + lanes - 1) // lanes, np.uint8)
-    first_blocks = every_block.copy()
+    every_input = np.arange(widest)
+    first_inputs = every_input.copy()
+    n_first = n_in0
 
     total = 0.0
     correct = 0
@@ -745,12 +738,12 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
             n_out = sizes[l + 1]
             if l == 0:
                 if mode != _FORWARD:
-                    _nonzero_blocks(X, order, r0, no_offset, n_in0, m, first_blocks)
+                    n_first = _nonzero_inputs(X, order, r0, no_offset, n_in0, m, first_inputs)
                 _affine(X, order, r0, no_offset, n_in0, m, theta, w_off[0], b_off[0], n_out, acts, a_off[0],
-                        first_blocks)
+                        first_inputs, n_first)
             else:
                 _affine(acts, identity, no_offset, a_off[l - 1], sizes[l], m, theta, w_off[l], b_off[l], n_out,
-                        acts, a_off[l], every_block)
+                        acts, a_off[l], every_input, sizes[l])
             if l < n_layers - 1:
                 _activate(acts, a_off[l], a_off[l] + m * n_out, activation)
         batch_cost, batch_correct = _output(acts, out_layer, m, n_classes, cost, y, order, r0, want_cost)
@@ -781,10 +774,10 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
             if l > 0:
                 _hidden_delta(theta, w_off[l], n_in, n_out, m, deltas, a_off[l], acts, a_off[l - 1], activation)
                 _add_outer(target, w_off[l], b_off[l], n_out, acts, identity, no_offset, a_off[l - 1], n_in, m, scale,
-                           deltas, a_off[l], every_block)
+                           deltas, a_off[l], every_input, n_in)
             else:
                 _add_outer(target, w_off[0], b_off[0], n_out, X, order, r0, no_offset, n_in, m, scale, deltas, a_off[0],
-                           first_blocks)
+                           first_inputs, n_first)
 
         if mode == _STEP_GENERAL:
             for l in range(n_layers):
@@ -806,6 +799,13 @@ _SLICED_MIN_ROWS = 64
 _FOUR_SLICES_MIN_ROWS = 256
 
 
+# A slice's rows go through _run_batches in parts of this many rows (a multiple of 8: the same groups
+# of rows, added in the same order, as one part would give), each part with its own list of the
+# inputs that are not zero in every row: fewer rows, more zeros in common (on MNIST, 47% of the pixels
+# are zero in all of 16 rows, 38% in all of 50).
+_SLICE_PART_ROWS = 16
+
+
 @_jit
 def _n_slices(m):
     """Slices of an ``m``-row mini-batch: fixed by ``m`` alone, never by the thread count."""
@@ -822,7 +822,8 @@ def _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, ac
     G[s, :] = 0
     if hi == lo:
         return 0.0, 0
-    return _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, hi - lo, _ACCUMULATE, 0.0, 0.0,
+    part = min(hi - lo, _SLICE_PART_ROWS)
+    return _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, part, _ACCUMULATE, 0.0, 0.0,
                         theta[:0], 0.0, G[s], acts[s], deltas[s], identity)
 
 
