@@ -1250,7 +1250,7 @@ void epoch_loop(Epoch<T>& e) {
             // The next mini-batch's rows are fetched from memory while this one is computed (rows
             // come in a random order, which no hardware prefetcher can guess).
             const int64_t next = k + m;
-            plan_prefetch(w, X, n0, order + next, n_order - next < kRowBlock ? n_order - next : kRowBlock);
+            plan_prefetch(w, X, n0, order + next, n_order - next < batch ? n_order - next : batch);
             with_rows(R, [&](auto rows) {
                 constexpr int RR = decltype(rows)::value;
                 block_forward<T, RR>(w);
