@@ -268,7 +268,7 @@ def zero_input_problem(rows: int, dtype: type = np.float64) -> tuple[np.ndarray,
 ALWAYS_ZERO = [0, 1, 3, 4, 5, 6, 7, 20, 21, 33, 36]  # zero_input_problem's inputs that are +0.0 in every row
 
 
-@pytest.mark.parametrize("batch_size", [1, 4, 10, 16, 17, 40])
+@pytest.mark.parametrize("batch_size", [1, 4, 5, 6, 7, 10, 14, 16, 17, 40])
 @pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
 def test_inputs_zero_in_every_row_match_reference(
     backend: ModuleType, batch_size: int, momentum: float, l2: float

@@ -21,7 +21,7 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
 * Inputs that are zero in every row of a mini-batch are skipped (``z + 0 * w == z`` exactly, for
   finite ``w``): the others are listed once per mini-batch (:func:`_nonzero_inputs`) and the first
   layer's loops walk that list. On MNIST, whose pixels are 81% zeros, that is about half of the
-  first layer's work at batch 10.
+  first layer's work at batch 10. While a mini-batch is trained, the next one's rows are prefetched.
 * The gradient of a mini-batch is taken at the parameters before its step: layer ``l``'s weights
   change only after ``delta`` of the layer below was computed from them. With plain SGD the step
   is fused into the gradient loop (``W[i, :] += x[b, i] * (-eta/m * delta[b, :])`` for the rows
@@ -277,6 +277,91 @@ def _nonzero_bits(typingctx, arr, index, count):
     return types.int64(arr, types.int64, types.int64), codegen
 
 
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Ask the CPU to bring the cache line of ``arr[index]`` closer (a hint: no effect on results)."""
+    if not (_is_flat(arr) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]),
+                              ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, locality 2 (as the C++ kernels), data cache
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, types.int64), codegen
+
+
+@_jit
+def _prefetch_rows(x, rows, start, stop, n_in):
+    """Prefetch rows ``rows[start:stop]`` of ``x`` (flat, rows of ``n_in``): mini-batches' rows come in a
+    random order, which no hardware prefetcher can guess."""
+    step = _VEC_BYTES // x.itemsize
+    for b in range(start, stop):
+        base = rows[b] * n_in
+        for i in range(0, n_in, step):
+            _prefetch(x, base + i)
+
+
+@intrinsic
+def _store_compressed(typingctx, nzi, at, base, bits, lanes):
+    """``nzi[at : at + k] = [base + j for j < lanes if bit j of bits is set]`` (``k`` the bits set), as one
+    vector compress and one store of ``lanes`` int32 (``nzi`` needs ``lanes`` entries of room past
+    them: the rest of the vector lands there)."""
+    if not (isinstance(nzi, types.Array) and nzi.ndim == 1 and nzi.layout == "C" and nzi.dtype == types.int32
+            and isinstance(lanes, types.IntegerLiteral)):
+        return None
+    n = lanes.literal_value
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        vty = ir.VectorType(i32, n)
+        start = builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64), i32)
+        first = builder.insert_element(ir.Constant(vty, None), start, i32(0))
+        splat = builder.shuffle_vector(first, first, ir.Constant(vty, [0] * n))
+        idx = builder.add(splat, ir.Constant(vty, list(range(n))))
+        bits = context.cast(builder, args[3], sig.args[3], types.int64)
+        mask = builder.bitcast(builder.trunc(bits, ir.IntType(n)), ir.VectorType(ir.IntType(1), n))
+        fnty = ir.FunctionType(vty, [vty, mask.type, vty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.experimental.vector.compress.v{n}i32")
+        packed = builder.call(fn, [idx, mask, ir.Constant(vty, None)])
+        at = context.cast(builder, args[1], sig.args[1], types.int64)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], at)
+        builder.store(packed, builder.bitcast(ptr, vty.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(nzi, types.int64, types.int64, types.int64, lanes), codegen
+
+
+@intrinsic
+def _popcount(typingctx, bits):
+    """The number of bits set in the int64 ``bits``."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.ctpop(context.cast(builder, args[0], sig.args[0], types.int64))
+
+    return types.int64(bits), codegen
+
+
+@intrinsic
+def _trailing_zeros(typingctx, bits):
+    """Index of the lowest set bit of the int64 ``bits`` (not 0)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.int64)
+        return builder.cttz(value, ir.Constant(ir.IntType(1), 1))
+
+    return types.int64(bits), codegen
+
+
 def _vcall(builder, name, llvec, args):
     """``llvm.<name>`` of the vector type ``llvec`` on ``args`` (same type)."""
     suffix = f"v{llvec.count}{'f32' if isinstance(llvec.element, ir.FloatType) else 'f64'}"
@@ -354,7 +439,11 @@ def _nonzero_inputs(x, rows, rows_off, x_base, n_in, m, nzi):
     """The inputs ``i`` at which some of the ``m`` rows (as in :func:`_affine`) is nonzero (or NaN),
     in increasing order, into ``nzi``; returns how many. :func:`_affine` and :func:`_add_outer` take
     only those (``z + 0 * w == z`` exactly, for finite ``w``): on MNIST about half of the 784 pixels
-    are zero in all ten rows of a mini-batch."""
+    are zero in all ten rows of a mini-batch.
+
+    ``nzi`` is int32 with room for ``n_in`` entries and a vector more: each whole vector of inputs
+    stores its part of the list as one vector (a compress of the lane numbers; a loop over the set
+    bits, with its unpredictable branches, took three times as long)."""
     lanes = _VEC_BYTES // x.itemsize
     count = 0
     for k0 in range(0, n_in, lanes):
@@ -362,9 +451,17 @@ def _nonzero_inputs(x, rows, rows_off, x_base, n_in, m, nzi):
         bits = 0
         for b in range(m):
             bits |= _nonzero_bits(x, x_base + rows[rows_off + b] * n_in + k0, left)
-        for j in range(min(lanes, left)):
-            nzi[count] = k0 + j
-            count += (bits >> j) & 1
+        if left >= lanes:
+            if lanes == 16:
+                _store_compressed(nzi, count, k0, bits, 16)
+            else:
+                _store_compressed(nzi, count, k0, bits, 8)
+            count += _popcount(bits)
+        else:
+            while bits:
+                nzi[count] = k0 + _trailing_zeros(bits)
+                count += 1
+                bits &= bits - 1
     return count
 
 
@@ -724,7 +821,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     widest = n_in0
     for l in range(n_layers):
         widest = max(widest, sizes[l])
-    every_input = np.arange(widest)
+    every_input = np.arange(widest + _VEC_BYTES // 4, dtype=np.int32)
     first_inputs = every_input.copy()
     n_first = n_in0
 
@@ -732,6 +829,9 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     correct = 0
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
+        if mode != _FORWARD:
+            # the next mini-batch's rows, fetched from memory while this one is computed
+            _prefetch_rows(X, order, r0 + m, min(r0 + m + batch_size, stop), n_in0)
 
         # ---- forward, layer by layer: z = a_prev @ W + b (built where a will be), a = f(z)
         for l in range(n_layers):
