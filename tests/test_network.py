@@ -10,7 +10,7 @@ import pytest
 from helpers import RTOL64, rel_err
 
 import fastgd
-from fastgd import DataError, DivergenceError, Network
+from fastgd import DataError, DivergenceError, Network, backends
 from fastgd.optim import DEFAULT, SGD, Optimizer
 
 
@@ -285,29 +285,35 @@ def test_training_accuracy_is_counted_in_the_epoch(backend) -> None:  # noqa: AN
 
 
 # --------------------------------------------------------------------------------------------
-# Non-finite inputs found by the C++ kernels on the way (no separate pass over X)
+# Non-finite inputs found by the compiled kernels on the way (no separate pass over X)
+
+COMPILED = ["cpp", "numba"]
 
 
 @pytest.mark.parametrize("rows", [5, 3000])  # one block, and four slices of blocks on threads
 @pytest.mark.parametrize("where", [(0, 0), (-1, 783), (-1, 500)])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_cpp_kernels_report_nonfinite_inputs(where: tuple[int, int], value: float, rows: int, dtype: str) -> None:
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_kernels_report_nonfinite_inputs(
+    name: str, where: tuple[int, int], value: float, rows: int, dtype: str
+) -> None:
     from helpers import require_backend
 
-    require_backend("cpp")
-    from fastgd.backends import _cpp
+    require_backend(name)
+    kernels = backends.load(name)
+    assert kernels.FINDS_NONFINITE_INPUT
 
-    net = Network(seed=1, dtype=dtype, backend="cpp")
+    net = Network(seed=1, dtype=dtype, backend=name)
     X = np.random.default_rng(0).random((rows, 784)).astype(dtype)
     X[where] = value
     y = np.zeros(rows, dtype=np.int64)
     args = (net.theta, net._sizes_arr, net._act_code, net._cost_code, X)
-    for fn in (_cpp.forward, _cpp.predict):
+    for fn in (kernels.forward, kernels.predict):
         with pytest.raises(DataError, match="first layer is not finite"):
             fn(*args)
     with pytest.raises(DataError, match="first layer is not finite"):
-        _cpp.cost(*args, y)
+        kernels.cost(*args, y)
     r, c = where[0] % rows, where[1]
     message = rf"X holds a non-finite value \({value}\) at row {r}, column {c}"
     for call in (net.forward, net.predict, lambda X: net.score(X, y), lambda X: net.cost(X, y)):
@@ -315,15 +321,16 @@ def test_cpp_kernels_report_nonfinite_inputs(where: tuple[int, int], value: floa
             call(X)
 
 
-def test_cpp_nonfinite_weights_or_overflow_give_the_reference_results() -> None:
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_nonfinite_weights_or_overflow_give_the_reference_results(name: str) -> None:
     """With finite X, a non-finite first-layer sum comes from theta or from overflow: the result
     is then the NumPy reference's, as on the other backends."""
     from helpers import require_backend
 
-    require_backend("cpp")
+    require_backend(name)
     X = np.random.default_rng(1).random((40, 784)).astype(np.float32)
     y = np.arange(40) % 10
-    net = Network(seed=2, backend="cpp", activation="sigmoid", cost="quadratic")
+    net = Network(seed=2, backend=name, activation="sigmoid", cost="quadratic")
     ref = net.copy()
     ref.set_backend("numpy")
     net.theta[5] = np.nan  # a first-layer weight: every row's sum for that unit is NaN
@@ -332,12 +339,10 @@ def test_cpp_nonfinite_weights_or_overflow_give_the_reference_results() -> None:
     np.testing.assert_array_equal(net.predict(X), ref.predict(X))
     assert math.isnan(net.cost(X, y)) and math.isnan(ref.cost(X, y))
 
-    big = Network(seed=2, backend="cpp", activation="sigmoid", cost="quadratic")
+    big = Network(seed=2, backend=name, activation="sigmoid", cost="quadratic")
     Xbig = np.full((3, 784), 3e38, dtype=np.float32)  # finite, but some first-layer sums overflow
-    from fastgd.backends import _cpp
-
     with pytest.raises(DataError, match="first layer is not finite"):
-        _cpp.forward(big.theta, big._sizes_arr, big._act_code, big._cost_code, Xbig)
+        backends.load(name).forward(big.theta, big._sizes_arr, big._act_code, big._cost_code, Xbig)
     big_ref = big.copy()
     big_ref.set_backend("numpy")
     np.testing.assert_array_equal(big.predict(Xbig), big_ref.predict(Xbig))

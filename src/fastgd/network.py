@@ -323,7 +323,7 @@ class Network:
 
     def _X_for_kernel(self, X: Any, name: str = "X") -> np.ndarray:  # noqa: N802
         """``X`` converted for a forward pass: backends that find NaN and infinity on the way
-        (``FINDS_NONFINITE_INPUT``: the C++ kernels) save the separate pass over it."""
+        (``FINDS_NONFINITE_INPUT``: the C++ and Numba kernels) save the separate pass over it."""
         return self._X(X, name, check_finite=not getattr(self._backend, "FINDS_NONFINITE_INPUT", False))
 
     def _forward_kernel(self, fn: str, Xc: np.ndarray, X: Any, *labels: np.ndarray, name: str = "X") -> Any:

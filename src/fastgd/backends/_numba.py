@@ -46,6 +46,10 @@ from numba.extending import intrinsic, models, register_model
 
 NAME = "numba"
 
+# forward, predict and cost raise fastgd.errors.DataError when a first-layer weighted input is NaN
+# or infinite (found on the way, at no extra pass over X): callers may skip their own NaN check.
+FINDS_NONFINITE_INPUT = True
+
 # Codes, as in fastgd.backends.ACTIVATIONS and COSTS.
 _SIGMOID, _TANH, _RELU = 0, 1, 2
 _QUADRATIC, _CROSS_ENTROPY, _LOG_LIKELIHOOD = 0, 1, 2
@@ -779,6 +783,15 @@ def _general_step(theta, G, velocity, start, bias_start, stop, m, eta, momentum,
 
 
 @_jit
+def _all_finite(a, start, stop):
+    """Whether ``a[start:stop]`` is all finite (``v - v`` is 0 for finite ``v``, NaN otherwise)."""
+    acc = a.dtype.type(0)
+    for k in range(start, stop):
+        acc += a[k] - a[k]
+    return acc == acc
+
+
+@_jit
 def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode,
                  eta, momentum, velocity, l2, out, acts, deltas, identity):
     """Mini-batches ``order[r : r + batch_size]`` for ``r`` in ``range(start, stop, batch_size)`` (the
@@ -789,6 +802,10 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     ``X``; in ``_ACCUMULATE`` mode theta-shaped, the summed gradient is added to it; in
     ``_STEP_GENERAL`` mode theta-shaped scratch. Scratch: ``acts`` and ``deltas`` of
     ``batch_size * sum(sizes[1:])``, ``identity = arange(batch_size)``.
+
+    The second value returned is the number of rows classified correctly (labels given), except in
+    ``_FORWARD`` mode: there it is the number of mini-batches with a first-layer weighted input that
+    is NaN or infinite (so callers need no separate pass over ``X`` looking for NaN).
     """
     zero = theta.dtype.type(0)
     n_layers = sizes.shape[0] - 1
@@ -827,6 +844,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
 
     total = 0.0
     correct = 0
+    nonfinite = 0
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
         if mode != _FORWARD:
@@ -841,6 +859,8 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
                     n_first = _nonzero_inputs(X, order, r0, no_offset, n_in0, m, first_inputs)
                 _affine(X, order, r0, no_offset, n_in0, m, theta, w_off[0], b_off[0], n_out, acts, a_off[0],
                         first_inputs, n_first)
+                if mode == _FORWARD and not _all_finite(acts, a_off[0], a_off[0] + m * n_out):
+                    nonfinite += 1
             else:
                 _affine(acts, identity, no_offset, a_off[l - 1], sizes[l], m, theta, w_off[l], b_off[l], n_out,
                         acts, a_off[l], every_input, sizes[l])
@@ -883,7 +903,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
             for l in range(n_layers):
                 layer_end = b_off[l] + sizes[l + 1]
                 _general_step(theta, out, velocity, w_off[l], b_off[l], layer_end, m, eta_, momentum_, l2_)
-    return total, correct
+    return total, (nonfinite if mode == _FORWARD else correct)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,28 +1052,45 @@ _PARALLEL_FORWARD_MIN_ROWS = 2048
 
 
 @numba.njit(parallel=True, cache=True)
-def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, acts, deltas, identity, totals):
+def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, acts, deltas, identity, totals,
+                  nonfinite):
     """``_run_batches`` in ``_FORWARD`` mode over rows ``0 .. n``, in ``_SLICES`` runs of whole blocks of
-    ``rows`` rows (``prange``); run ``s``'s summed cost goes to ``totals[s]``."""
+    ``rows`` rows (``prange``); run ``s``'s summed cost goes to ``totals[s]``, its count of blocks with a
+    non-finite first-layer weighted input to ``nonfinite[s]``."""
     blocks = (n + rows - 1) // rows
     for s in numba.prange(_SLICES):
         lo = min(blocks * s // _SLICES * rows, n)
         hi = min(blocks * (s + 1) // _SLICES * rows, n)
         totals[s] = 0.0
+        nonfinite[s] = 0
         if hi > lo:
-            totals[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows, _FORWARD, 0.0, 0.0,
-                                     theta[:0], 0.0, out, acts[s], deltas[s], identity)[0]
+            totals[s], nonfinite[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows,
+                                                   _FORWARD, 0.0, 0.0, theta[:0], 0.0, out, acts[s], deltas[s],
+                                                   identity)  # fmt: skip
 
 
-def _forward_pass(theta, sizes, activation, cost, X, y):
-    """Output activations ``(n, sizes[-1])`` and the summed row cost (0 when ``y`` is empty)."""
+def _nonfinite_error(fn):
+    from ..errors import DataError
+
+    return DataError(
+        f"fastgd.backends._numba.{fn}: a weighted input of the first layer is not finite: X (or theta) holds NaN "
+        "or infinity, or values so large that the sum overflows"
+    )
+
+
+def _forward_pass(theta, sizes, activation, cost, X, y, fn=None):
+    """Output activations ``(n, sizes[-1])`` and the summed row cost (0 when ``y`` is empty). With ``fn``
+    (the caller's name), raises DataError when a first-layer weighted input is NaN or infinite; without,
+    such rows' results (NaN) stand."""
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out = np.empty((n, int(sizes[-1])), dtype=theta.dtype)
     order = np.arange(n, dtype=np.int64)
     if n < _PARALLEL_FORWARD_MIN_ROWS:
-        total, _ = _call(theta, sizes, activation, cost, X, y, order, 0, n, rows, _FORWARD, 0.0, 0.0, theta[:0], 0.0,
-                         out.reshape(-1), _Scratch(theta, sizes, rows))
+        total, nonfinite = _call(theta, sizes, activation, cost, X, y, order, 0, n, rows, _FORWARD, 0.0, 0.0,
+                                 theta[:0], 0.0, out.reshape(-1), _Scratch(theta, sizes, rows))  # fmt: skip
+        if nonfinite and fn:
+            raise _nonfinite_error(fn)
         return out, total
     if not theta.flags.writeable:  # one compiled signature (see _call)
         theta = theta.copy()
@@ -1061,9 +1098,12 @@ def _forward_pass(theta, sizes, activation, cost, X, y):
     acts = np.empty((_SLICES, rows * width), dtype=theta.dtype)
     deltas = np.empty_like(acts)
     totals = np.zeros(_SLICES)
+    nonfinite = np.zeros(_SLICES, dtype=np.int64)
     with _PARALLEL_LOCK:
         _forward_runs(theta, sizes, int(activation), int(cost), X.reshape(-1), y, order, n, rows, out.reshape(-1),
-                      acts, deltas, np.arange(rows, dtype=np.int64), totals)  # fmt: skip
+                      acts, deltas, np.arange(rows, dtype=np.int64), totals, nonfinite)  # fmt: skip
+    if nonfinite.any() and fn:
+        raise _nonfinite_error(fn)
     total = 0.0
     for s in range(_SLICES):
         total += float(totals[s])
@@ -1072,17 +1112,18 @@ def _forward_pass(theta, sizes, activation, cost, X, y):
 
 def forward(theta, sizes, activation, cost, X):
     """Output activations ``(n, sizes[-1])`` in theta's dtype."""
-    return _forward_pass(theta, sizes, activation, cost, X, _NO_LABELS)[0]
+    return _forward_pass(theta, sizes, activation, cost, X, _NO_LABELS, "forward")[0]
 
 
 def predict(theta, sizes, activation, cost, X):
     """Index of the largest output activation of each row (first on ties), int64 ``(n,)``."""
-    return np.argmax(forward(theta, sizes, activation, cost, X), axis=1).astype(np.int64)
+    out = _forward_pass(theta, sizes, activation, cost, X, _NO_LABELS, "predict")[0]
+    return np.argmax(out, axis=1).astype(np.int64)
 
 
 def cost(theta, sizes, activation, cost, X, y):
     """Mean cost over the rows (no regularisation term), as a Python float."""
-    return _forward_pass(theta, sizes, activation, cost, X, y)[1] / max(X.shape[0], 1)
+    return _forward_pass(theta, sizes, activation, cost, X, y, "cost")[1] / max(X.shape[0], 1)
 
 
 def grad(theta, sizes, activation, cost, X, y, out):
@@ -1224,7 +1265,8 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     for k in todo:
         costs[k] = totals[k] / max(n, 1)
         if Xv is not None:
-            out, total = _forward_pass(thetas[k], sizes, activation, cost, Xv, yv)  # as cost() and predict()
+            # as cost() and predict(); a diverged network's non-finite weights give NaN results, which stand
+            out, total = _forward_pass(thetas[k], sizes, activation, cost, Xv, yv)
             val_costs[k] = total / max(Xv.shape[0], 1)
             val_correct[k] = int(np.count_nonzero(np.argmax(out, axis=1) == yv))
     return costs, correct, val_costs, val_correct
