@@ -327,11 +327,11 @@ int64_t nonzero_inputs(const T* const* xr, int64_t n_in, int32_t* idx) {
 }
 
 // z (R x ldw) = x (the R rows xr[r], n_in columns each) W (n_in x ldw) + b.
-// z overwritten. With idx (see nonzero_inputs), only the n_idx inputs listed there are taken.
-// (Forward passes alone gain less than training: their blocks have 16 rows, whose inputs are less
-// often all zero than those of a 10-row mini-batch; predict over the MNIST test set, about 7%.)
-// While it runs, it prefetches the first n_prefetch addresses of `prefetch` (the next mini-batch's
-// rows, so that their trip from memory overlaps this arithmetic).
+// z overwritten. With idx (see nonzero_inputs), only the n_idx inputs listed there are taken, and
+// the first n_prefetch addresses of `prefetch` are prefetched on the way (the next mini-batch's rows,
+// so that their trip from memory overlaps this arithmetic). (Forward passes alone gain less from
+// the list than training: their blocks have 16 rows, whose inputs are less often all zero than
+// those of a 10-row mini-batch; predict over the MNIST test set, about 10%.)
 template <class T, int R>
 void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int64_t ldw, T* z,
                    const void* const* prefetch = nullptr, int64_t n_prefetch = 0, const int32_t* idx = nullptr,
@@ -363,7 +363,6 @@ void dense_forward(const T* const* xr, int64_t n_in, const T* W, const T* b, int
             const T* w = W + c;
 #pragma GCC unroll 8
             for (int64_t i = 0; i < n_in; ++i, w += ldw) {
-                if (pf < n_prefetch) __builtin_prefetch(prefetch[pf++], 0, FASTGD_PREFETCH_LOCALITY);
                 const vec<T> wv = vload(w);
 #pragma GCC unroll 32
                 for (int r = 0; r < R; ++r) acc[r] += x[r][i] * wv;
@@ -630,7 +629,7 @@ void block_forward(Work<T>& w) {
         const bool output = l == net.L - 1;
         T* z = output ? w.Zout : w.A[l + 1];
         const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
-        if (l == 0 && w.idx) w.n_idx = nonzero_inputs<T, R>(in, net.n[0], w.idx);
+        if (l == 0) w.n_idx = nonzero_inputs<T, R>(in, net.n[0], w.idx);
         const int32_t* idx = l == 0 ? w.idx : nullptr;
         dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
                             l == 0 ? w.n_prefetch : 0, idx, w.n_idx);

@@ -353,19 +353,6 @@ def _popcount(typingctx, bits):
     return types.int64(bits), codegen
 
 
-@intrinsic
-def _trailing_zeros(typingctx, bits):
-    """Index of the lowest set bit of the int64 ``bits`` (not 0)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[0], sig.args[0], types.int64)
-        return builder.cttz(value, ir.Constant(ir.IntType(1), 1))
-
-    return types.int64(bits), codegen
-
-
 def _vcall(builder, name, llvec, args):
     """``llvm.<name>`` of the vector type ``llvec`` on ``args`` (same type)."""
     suffix = f"v{llvec.count}{'f32' if isinstance(llvec.element, ir.FloatType) else 'f64'}"
@@ -461,11 +448,10 @@ def _nonzero_inputs(x, rows, rows_off, x_base, n_in, m, nzi):
             else:
                 _store_compressed(nzi, count, k0, bits, 8)
             count += _popcount(bits)
-        else:
-            while bits:
-                nzi[count] = k0 + _trailing_zeros(bits)
-                count += 1
-                bits &= bits - 1
+        else:  # a last, partial vector of inputs
+            for j in range(left):
+                nzi[count] = k0 + j
+                count += (bits >> j) & 1
     return count
 
 
@@ -857,7 +843,7 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
     widest = n_in0
     for l in range(n_layers):
         widest = max(widest, sizes[l])
-    every_input = np.arange(widest + _VEC_BYTES // 4, dtype=np.int32)
+    every_input = np.arange(widest + _VEC_BYTES // 4, dtype=np.int32)  # room for _nonzero_inputs' last store
     first_inputs = every_input.copy()
     n_first = n_in0
     hidden_w = 1
