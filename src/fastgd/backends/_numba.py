@@ -44,6 +44,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from ..errors import DataError
+
 NAME = "numba"
 
 # forward, predict and cost raise fastgd.errors.DataError when a first-layer weighted input is NaN
@@ -1079,8 +1081,6 @@ def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, act
 
 
 def _nonfinite_error(fn):
-    from ..errors import DataError
-
     return DataError(
         f"fastgd.backends._numba.{fn}: a weighted input of the first layer is not finite: X (or theta) holds NaN "
         "or infinity, or values so large that the sum overflows"
