@@ -432,6 +432,44 @@ def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) ->
     assert np.array_equal(results[0], results[1])
 
 
+def test_numba_team_finishes_alone_when_its_members_run_one_after_another(tmp_path) -> None:  # noqa: ANN001
+    """A team of threads shares an epoch's large mini-batches; the threading layer may run its members one after
+    the other on a single thread. The first then does all the work, with the same result as the slices run in
+    order; no member waits for one that has not started (a hang here fails by the subprocess's timeout)."""
+    import subprocess
+    import sys
+
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(SHAPES[3], 0, seed=18, rows=600)
+    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
+    # mini-batches of 257, 257 and 86 rows: four slices, then two
+    code = """
+import sys, numba, numpy as np
+from fastgd.backends import _numba as nb
+d = np.load(sys.argv[1])
+numba.set_num_threads(1)
+order = np.random.default_rng(3).permutation(600)
+results = []
+for members in (0, 2, nb._SLICES):
+    t = d['theta'].copy()
+    w = nb._SliceScratch(t, d['sizes'], 257)
+    args = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 600, 257, 0.5, 0.0, t[:0], 0.0,
+            w.G, w.acts, w.deltas, w.identity)
+    c, k = nb._team_batches(*args, members) if members else nb._sliced_batches(*args)
+    results.append(np.append(t, [c, k]))
+np.save(sys.argv[2], np.array(results))
+"""
+    out = tmp_path / "out.npy"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True, timeout=600,
+                   capture_output=True, text=True)  # fmt: skip
+    serial, team2, team_all = np.load(out)
+    assert np.array_equal(team2, serial)
+    assert np.array_equal(team_all, serial)
+    assert not np.array_equal(serial[:-2], theta)  # the epoch took its steps
+
+
 def test_numba_long_forward_passes_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
     """Numba runs forward passes over 2,048 rows or more in four fixed runs on its threads: the reference's
     outputs and cost, and one result for any NUMBA_NUM_THREADS."""

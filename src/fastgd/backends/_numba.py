@@ -35,6 +35,7 @@ Arithmetic is in theta's dtype; only the sum of per-row costs is accumulated in 
 from __future__ import annotations
 
 import functools
+import platform
 import threading
 
 import numba
@@ -353,6 +354,95 @@ def _popcount(typingctx, bits):
         return builder.ctpop(context.cast(builder, args[0], sig.args[0], types.int64))
 
     return types.int64(bits), codegen
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic operations on an int64 array's elements, for the team of threads that shares a training
+# epoch's mini-batches (see _team_batches).
+
+
+def _is_int64_array(arr):
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.int64
+
+
+def _atomic_pointer(context, builder, sig, args):
+    index = context.cast(builder, args[1], sig.args[1], types.int64)
+    return _element_pointer(context, builder, sig.args[0], args[0], index)
+
+
+@intrinsic
+def _atomic_load(typingctx, arr, index):
+    """``arr[index]``, read atomically (acquire: what was written before the matching release is seen)."""
+    if not (_is_int64_array(arr) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_atomic_pointer(context, builder, sig, args), "acquire", 8)
+
+    return types.int64(arr, types.int64), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, arr, index, value):
+    """``arr[index] = value``, written atomically (release: what was written before is seen by an acquire)."""
+    if not (_is_int64_array(arr) and isinstance(index, types.Integer) and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, _atomic_pointer(context, builder, sig, args), "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _atomic_rmw(typingctx, arr, index, op, value):
+    """``arr[index] += value`` (``op`` "add") or ``arr[index] = value`` (``op`` "xchg"), atomically
+    (acquire and release); returns the value before."""
+    if not (_is_int64_array(arr) and isinstance(index, types.Integer) and isinstance(op, types.StringLiteral)
+            and op.literal_value in ("add", "xchg") and isinstance(value, types.Integer)):
+        return None
+    name = op.literal_value
+
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[3], sig.args[3], types.int64)
+        return builder.atomic_rmw(name, _atomic_pointer(context, builder, sig, args), value, "acq_rel")
+
+    return types.int64(arr, types.int64, op, types.int64), codegen
+
+
+@intrinsic
+def _atomic_cas(typingctx, arr, index, expected, value):
+    """If ``arr[index] == expected``, set it to ``value`` and return True, atomically (acquire and
+    release); else return False."""
+    if not (_is_int64_array(arr) and all(isinstance(t, types.Integer) for t in (index, expected, value))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        expected = context.cast(builder, args[2], sig.args[2], types.int64)
+        value = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(_atomic_pointer(context, builder, sig, args), expected, value, "acq_rel", "acquire")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(arr, types.int64, types.int64, types.int64), codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """A hint to the CPU that this thread is spin-waiting (x86 ``pause``; nothing elsewhere)."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 def _vcall(builder, name, llvec, args):
@@ -920,8 +1010,9 @@ def _run_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch
 # --------------------------------------------------------------------------------------------
 # Mini-batches of _SLICED_MIN_ROWS rows or more: the gradient summed in _SLICES fixed slices of
 # rows (their own buffers, added in a fixed order, then one step), so that the slices can run on
-# Numba's threads in fit and one after the other in train_many with the same result. (Below that
-# size, launching a parallel region per mini-batch costs more than the second core gives.)
+# Numba's threads in fit (see _team_batches) and one after the other in train_many with the same
+# result. (Below that size, a slice is too little work to share: threads would meet every few
+# microseconds, and the small mini-batches' fused step needs the rows in one sequence.)
 
 _SLICES = 4
 _SLICED_MIN_ROWS = 64
@@ -989,26 +1080,96 @@ def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, ba
     return total, correct
 
 
-@numba.njit(parallel=True, cache=True)
-def _sliced_batches_parallel(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum,
-                             velocity, l2, G, acts, deltas, identity):
-    """:func:`_sliced_batches` with each mini-batch's slices on Numba's threads: the same result."""
+# Two or more threads share an epoch's chunk of large mini-batches as a team, in one parallel
+# region (a region per mini-batch costs a fork and a join each time, and on a busy host a thread
+# that is late to one of them holds up the other). The first member to arrive leads: it runs the
+# loop over mini-batches and the steps, publishing each mini-batch's slices as tasks; every member
+# claims tasks one at a time. A member that is late (or never starts: the threading layer may run
+# the members one after another) only leaves more tasks to the others, and the leader waits only
+# for tasks already claimed, so no thread ever waits for one that has not started. Which member
+# runs a slice never changes the result.
+
+# Words of the team's int64 array; each counter on a 64-byte line of its own.
+_T_CLAIM = 0  # (mini-batch number << 32) | its next unclaimed slice; 0 before the first
+_T_DONE = 8  # slices of the current mini-batch finished
+_T_OVER = 16  # set by the leader when the chunk is done
+_T_LEADER = 24  # set by the member that leads
+_T_SLOTS = 32  # mini-batch p's first row and row count at _T_SLOTS + 2 * (p & 1) and the word after
+_TEAM_WORDS = 40
+
+
+@_jit
+def _team_run_one(team, theta, sizes, activation, cost, X, y, order, G, acts, deltas, identity, costs, hits):
+    """Claim and run one slice of the current mini-batch: 1 if one ran, 0 if none is left, -1 if another
+    member claimed it first (try again)."""
+    c = _atomic_load(team, _T_CLAIM)
+    p = c >> 32
+    if p == 0:
+        return 0
+    slot = _T_SLOTS + 2 * (p & 1)
+    r0 = _atomic_load(team, slot)
+    m = _atomic_load(team, slot + 1)
+    s = c & 0xFFFFFFFF
+    if s >= _n_slices(m):
+        return 0
+    # If the claim succeeds, mini-batch p is still the current one (so r0 and m were its own), and stays
+    # so until this slice is counted as done.
+    if not _atomic_cas(team, _T_CLAIM, c, c + 1):
+        return -1
+    costs[s], hits[s] = _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas,
+                                        identity)  # fmt: skip
+    _atomic_rmw(team, _T_DONE, "add", 1)
+    return 1
+
+
+@_jit
+def _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
+               l2, G, acts, deltas, identity, costs, hits):
+    """The leader's part of :func:`_team_batches`: returns the summed cost and correct count."""
     total = 0.0
     correct = 0
-    costs = np.zeros(_SLICES)
-    hits = np.zeros(_SLICES, dtype=np.int64)
     eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
-    for r0 in range(start, stop, batch_size):
+    for p, r0 in enumerate(range(start, stop, batch_size), 1):
         m = min(batch_size, stop - r0)
-        for s in numba.prange(_n_slices(m)):
-            c, k = _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity)
-            costs[s] = c
-            hits[s] = k
-        for s in range(_n_slices(m)):
+        ns = _n_slices(m)
+        slot = _T_SLOTS + 2 * (p & 1)
+        _atomic_store(team, slot, r0)
+        _atomic_store(team, slot + 1, m)
+        _atomic_store(team, _T_DONE, 0)
+        _atomic_store(team, _T_CLAIM, p << 32)
+        while _team_run_one(team, theta, sizes, activation, cost, X, y, order, G, acts, deltas, identity, costs,
+                            hits) != 0:  # fmt: skip
+            pass
+        while _atomic_load(team, _T_DONE) < ns:
+            _spin_pause()
+        for s in range(ns):
             total += costs[s]
             correct += hits[s]
         _sliced_step(theta, sizes, G, m, eta_, momentum_, velocity, l2_)
     return total, correct
+
+
+@numba.njit(parallel=True, cache=True)
+def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
+                  l2, G, acts, deltas, identity, members):
+    """:func:`_sliced_batches` run by a team of ``members`` threads: the same result."""
+    team = np.zeros(_TEAM_WORDS, dtype=np.int64)
+    costs = np.zeros(_SLICES)
+    hits = np.zeros(_SLICES, dtype=np.int64)
+    result = np.zeros(2)
+    for _member in numba.prange(members):
+        if _atomic_rmw(team, _T_LEADER, "xchg", 1) == 0:
+            total, correct = _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size,
+                                        eta, momentum, velocity, l2, G, acts, deltas, identity, costs, hits)
+            result[0] = total
+            result[1] = correct
+            _atomic_store(team, _T_OVER, 1)
+        else:
+            while _atomic_load(team, _T_OVER) == 0:
+                if _team_run_one(team, theta, sizes, activation, cost, X, y, order, G, acts, deltas, identity, costs,
+                                 hits) == 0:  # fmt: skip
+                    _spin_pause()
+    return result[0], int(result[1])
 
 
 class _SliceScratch:
@@ -1171,13 +1332,19 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
             raise ValueError("train_epoch: theta and velocity are updated in place and must be writable")
         work = _SliceScratch(theta, sizes, batch_size)
         Xf = X.reshape(-1)
+        members = min(numba.get_num_threads(), int(_n_slices(batch_size)))
     for start in range(0, n, chunk):
-        if sliced:
+        if sliced and members > 1:
             with _PARALLEL_LOCK:
-                chunk_cost, chunk_correct = _sliced_batches_parallel(
+                chunk_cost, chunk_correct = _team_batches(
                     theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
-                    eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity,
+                    eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity, members,
                 )  # fmt: skip
+        elif sliced:
+            chunk_cost, chunk_correct = _sliced_batches(
+                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
+                eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity,
+            )  # fmt: skip
         else:
             chunk_cost, chunk_correct = _call(theta, sizes, activation, cost, X, y, order, start,
                                               min(start + chunk, n), batch_size, mode, eta, momentum, velocity, l2,
