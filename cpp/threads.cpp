@@ -7,6 +7,9 @@
 // spins briefly (a mini-batch's work is tens of microseconds, far shorter than waking a sleeping
 // thread), then sleeps on a condition variable.
 #include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -110,10 +113,29 @@ thread_local bool serial_only = false;  // see SerialScope
 SerialScope::SerialScope(bool serial) : previous_(serial_only) { serial_only = serial_only || serial; }
 SerialScope::~SerialScope() { serial_only = previous_; }
 
+namespace {
+
+// The CPUs this process may run on: its affinity mask (taskset, a container's cpuset, a batch
+// scheduler's allocation) where the system has one, else every CPU. Two threads on one allowed CPU
+// would take turns and spin for each other (batch 100 went from 0.032 to 0.072 s per epoch).
+int available_cpus() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace
+
 int thread_count() {
     static const int count = [] {
         const char* env = std::getenv("FASTGD_NUM_THREADS");
-        long n = env && *env ? std::strtol(env, nullptr, 10) : static_cast<long>(std::thread::hardware_concurrency());
+        long n = env && *env ? std::strtol(env, nullptr, 10) : static_cast<long>(available_cpus());
         if (n < 1) n = 1;
         if (n > 64) n = 64;
         return static_cast<int>(n);

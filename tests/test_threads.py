@@ -151,3 +151,28 @@ def test_numba_population_training_from_two_threads_does_not_abort() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip() == "finished", run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_cpp_worker_threads_default_to_the_cpus_the_process_may_use() -> None:
+    """Without FASTGD_NUM_THREADS, the C++ kernels start as many threads as the process has CPUs in its
+    affinity mask (taskset, a container's cpuset), not every CPU of the machine: two threads on one
+    allowed CPU would take turns and spin for each other. Checked with the mask cut to one CPU, and
+    with the whole mask (where FASTGD_NUM_THREADS still overrides it)."""
+    require_backend("cpp")
+    code = textwrap.dedent(
+        """
+        import os, sys
+        if sys.argv[1] == "one":
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        import fastgd._core
+        print(fastgd._core.build_info()["threads"], len(os.sched_getaffinity(0)))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FASTGD_NUM_THREADS"}
+    for mask, extra in (("one", {}), ("all", {}), ("one", {"FASTGD_NUM_THREADS": "3"})):
+        out = subprocess.run([sys.executable, "-c", code, mask], env={**env, **extra}, check=True,
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+        threads, allowed = int(out[0]), int(out[1])
+        expected = int(extra["FASTGD_NUM_THREADS"]) if extra else min(allowed, 64)
+        assert threads == expected, (mask, extra, out)

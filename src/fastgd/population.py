@@ -243,7 +243,7 @@ def train_many(
         As for :meth:`Network.fit`, the same for every network.
     n_threads : int, optional
         Worker threads the networks are spread over (the default: ``$FASTGD_NUM_THREADS``, else
-        the number of CPUs). The results do not depend on it.
+        the number of CPUs the process may use, its affinity mask). The results do not depend on it.
     **network_options
         ``activation``, ``cost``, ``init``, ``dtype``, ``backend``: as for :class:`~fastgd.Network`.
 
