@@ -250,6 +250,30 @@ def _vadd(typingctx, x, y):
 
 
 @intrinsic
+def _vmul(typingctx, x, y):
+    """``x * y`` lane by lane."""
+    if not (isinstance(x, _Vec) and y == x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+
+    return x(x, y), codegen
+
+
+@intrinsic
+def _vsub(typingctx, x, y):
+    """``x - y`` lane by lane."""
+    if not (isinstance(x, _Vec) and y == x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+
+    return x(x, y), codegen
+
+
+@intrinsic
 def _vsum(typingctx, vec):
     """The sum of the lanes, added pairwise (halves, then quarters, ...)."""
     if not isinstance(vec, _Vec):
@@ -797,16 +821,26 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
 
 @_jit
 def _output_delta(a, delta, off, m, n_out, cost, y, rows, rows_off):
-    """``delta`` of the output layer: ``a - y``, times ``a (1 - a)`` for the quadratic cost."""
+    """``delta`` of the output layer: ``a - y``, times ``a (1 - a)`` for the quadratic cost. The rows'
+    outputs are contiguous: all are done as ``a`` (times ``a (1 - a)``) a vector at a time, then each
+    row's label entry again with ``a - 1`` (the same operations as one element at a time)."""
     one = a.dtype.type(1)
+    lanes = _VEC_BYTES // a.itemsize
+    stop = off + m * n_out
+    if cost == _QUADRATIC:
+        ones = _vsplat(one)
+        for k in range(off, stop, lanes):
+            av = _vload(a, k, stop - k)
+            _vstore(delta, k, _vmul(_vmul(av, av), _vsub(ones, av)), stop - k)
+    else:
+        for k in range(off, stop, lanes):
+            _vstore(delta, k, _vload(a, k, stop - k), stop - k)
     for b in range(m):
-        label = y[rows[rows_off + b]]
-        for j in range(n_out):
-            k = off + b * n_out + j
-            d = a[k] - one if j == label else a[k]
-            if cost == _QUADRATIC:
-                d = d * a[k] * (one - a[k])
-            delta[k] = d
+        k = off + b * n_out + y[rows[rows_off + b]]
+        d = a[k] - one
+        if cost == _QUADRATIC:
+            d = d * a[k] * (one - a[k])
+        delta[k] = d
 
 
 @_jit
@@ -842,14 +876,18 @@ def _hidden_delta(theta, w_off, n_in, n_out, m, delta, d_off, a, p_off, activati
                     w = _vload(theta, w_off + i * n_out + j, c)
                     acc = _vmuladd(acc, w, _vload(delta, d_off + b * n_out + j, c))
                 delta[p_off + b * n_in + i] = _vsum(acc)
-    for k in range(p_off, p_off + m * n_in):
-        s = delta[k]
-        if activation == _SIGMOID:
-            delta[k] = s * (a[k] * (one - a[k]))
-        elif activation == _TANH:
-            delta[k] = s * (one - a[k] * a[k])
-        else:
-            delta[k] = s if a[k] > zero else zero
+    # times f'(z_prev), a vector at a time (ReLU's one element at a time)
+    stop = p_off + m * n_in
+    if activation == _RELU:
+        for k in range(p_off, stop):
+            delta[k] = delta[k] if a[k] > zero else zero
+        return
+    ones = _vsplat(one)
+    for k in range(p_off, stop, lanes):
+        c = stop - k
+        av = _vload(a, k, c)
+        slope = _vmul(av, _vsub(ones, av)) if activation == _SIGMOID else _vsub(ones, _vmul(av, av))
+        _vstore(delta, k, _vmul(_vload(delta, k, c), slope), c)
 
 
 @_jit
