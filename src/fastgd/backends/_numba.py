@@ -28,6 +28,10 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
   ``b`` in order), so the gradient is never stored; l2 and momentum go through a gradient buffer.
 * ``train_epoch`` calls the kernel once per chunk of mini-batches, so that Ctrl-C is honoured
   between chunks, with ``theta`` always holding the result of whole steps.
+* Mini-batches of 64 rows or more have their gradient summed in fixed slices of rows, added in a
+  fixed order. On two or more threads a team shares a chunk's slices and steps in one parallel
+  region (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the
+  same result as the slices run in turn.
 
 Arithmetic is in theta's dtype; only the sum of per-row costs is accumulated in float64.
 """
