@@ -241,40 +241,26 @@ def _vmuladd(typingctx, acc, x, y):
     return acc(acc, x, y), codegen
 
 
-@intrinsic
-def _vadd(typingctx, x, y):
-    """``x + y`` lane by lane."""
-    if not (isinstance(x, _Vec) and y == x):
-        return None
+def _lanewise(name, method, doc):
+    """An intrinsic ``name(x, y)`` for two vectors of one type: the IR builder's ``method`` lane by lane."""
 
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
+    def typer(typingctx, x, y):
+        if not (isinstance(x, _Vec) and y == x):
+            return None
 
-    return x(x, y), codegen
+        def codegen(context, builder, sig, args):
+            return getattr(builder, method)(args[0], args[1])
 
+        return x(x, y), codegen
 
-@intrinsic
-def _vmul(typingctx, x, y):
-    """``x * y`` lane by lane."""
-    if not (isinstance(x, _Vec) and y == x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-
-    return x(x, y), codegen
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def _vsub(typingctx, x, y):
-    """``x - y`` lane by lane."""
-    if not (isinstance(x, _Vec) and y == x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-
-    return x(x, y), codegen
+_vadd = _lanewise("_vadd", "fadd", "``x + y`` lane by lane.")
+_vsub = _lanewise("_vsub", "fsub", "``x - y`` lane by lane.")
+_vmul = _lanewise("_vmul", "fmul", "``x * y`` lane by lane.")
 
 
 @intrinsic
