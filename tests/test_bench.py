@@ -214,3 +214,76 @@ def test_peers_script_rejects_an_unknown_peer() -> None:
     res = subprocess.run([sys.executable, str(PEERS), "--only", "tensorflow"], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert res.returncode != 0 and "unknown peer" in res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks/median_tables.py (the README's tables: medians over pairs of runs)
+
+PAIRS = Path(__file__).resolve().parent.parent / "benchmarks" / "median_tables.py"
+
+
+def load_pairs_module():  # noqa: ANN201
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("median_tables", PAIRS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(seconds: dict[tuple[str, int], float], peak: float, predict: float) -> dict:
+    """A ``fastgd bench --json`` result with float32 cells only: (backend, batch) -> seconds."""
+    flops = 1e9  # every cell 1 GFLOP: the bound is 1 / peak seconds
+    fit = [dict(backend=b, dtype="float32", batch_size=n, seconds=s, flops=flops) for (b, n), s in seconds.items()]
+    roof = {"gflops": peak}
+    return {"fit": fit, "predict": [dict(backend="cpp", dtype="float32", seconds=predict, flops=flops)],
+            "roofline": {"single": {"float32": roof}, "multi": {"float32": roof}}}  # fmt: skip
+
+
+@pytest.mark.skipif(not PAIRS.is_file(), reason="benchmarks/median_tables.py is not in this checkout")
+def test_median_tables_takes_each_cells_median_and_divides_by_each_runs_own_bound() -> None:
+    bp = load_pairs_module()
+    runs = [
+        fake_run({("cpp", 10): 0.02, ("numba", 10): 0.03}, peak=100.0, predict=0.004),
+        fake_run({("cpp", 10): 0.09, ("numba", 10): 0.09}, peak=50.0, predict=0.002),  # a disturbed run
+        fake_run({("cpp", 10): 0.03, ("numba", 10): 0.07}, peak=100.0, predict=0.003),
+    ]
+    # seconds: median of 0.02, 0.09, 0.03; multiples of the bound (1/peak s): 2.0, 4.5, 3.0
+    assert bp.cell_medians(runs, "single", "cpp", "float32", 10) == pytest.approx((0.03, 3.0, 2.0, 4.5))
+    assert bp.cell_medians(runs, "single", "cpp", "float32", None) == pytest.approx((0.003, 0.3, 0.1, 0.4))
+    assert bp.cell_medians(runs, "single", "numba", "float64", 10) is None
+    table = bp.table(runs, "multi")
+    assert "| cpp | float32 | 0.03 s (3.0x) | 3.00 ms (0.3x) |" in table
+    assert "| numba | float32 | 0.07 s (4.5x) | - |" in table  # 3.0x, 4.5x, 7.0x: medians taken apart
+    assert sorted(bp.ratios(runs, [])) == pytest.approx([1.0, 1.5, 7 / 3])
+    text = bp.summarize(runs, runs)
+    assert "3 pairs" in text and "2 of 6 above 2" in text and "batch 10 2.00-4.50x" in text
+
+
+@pytest.mark.skipif(not PAIRS.is_file(), reason="benchmarks/median_tables.py is not in this checkout")
+def test_median_tables_runs_pairs_and_summarizes_them(mnist, tmp_path: Path) -> None:  # noqa: ANN001
+    from helpers import require_backend
+
+    require_backend("cpp")
+    res = subprocess.run([sys.executable, str(PAIRS), "--pairs", "2", "--out", str(tmp_path), "--backends", "cpp",
+                          "--batch-sizes", "10", "--runs", "1", "--limit", "1000", "--gemm-sizes", "256"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    import json
+
+    for i in (1, 2):
+        one = json.loads((tmp_path / f"one_{i}.json").read_text())
+        every = json.loads((tmp_path / f"all_{i}.json").read_text())
+        assert one["roofline"]["single"]["float32"]["threads"] == 1
+        assert one["machine"]["cpp"]["threads"] == 1  # FASTGD_NUM_THREADS=1 reached the run
+        # the every-core run drops FASTGD_NUM_THREADS, whatever the caller's environment says
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert every["machine"]["cpp"]["threads"] == min(cpus or 1, 64)
+    assert "2 pairs" in res.stdout and "| cpp | float32 | " in res.stdout and "| cpp | float64 | " in res.stdout
+    again = subprocess.run([sys.executable, str(PAIRS), "--summarize", str(tmp_path)], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert again.returncode == 0 and again.stdout == res.stdout
+    bad = subprocess.run([sys.executable, str(PAIRS), "--summarize", str(tmp_path / "none")], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert bad.returncode != 0 and "no pairs" in bad.stderr
