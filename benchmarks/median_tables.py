@@ -113,16 +113,21 @@ def table(runs: list[dict[str, Any]], cores: str) -> str:
     return "\n".join(lines)
 
 
-def ratios(one: list[dict[str, Any]], every: list[dict[str, Any]], slow: str = "numba",
-           fast: str = "cpp") -> list[float]:  # fmt: skip
-    """``slow``'s epoch time over ``fast``'s, for every run and every (dtype, batch size) both have."""
-    out = []
-    for run in [*one, *every]:
+def cell_ratios(runs: list[dict[str, Any]], slow: str = "numba",
+                fast: str = "cpp") -> dict[tuple[str, int], list[float]]:  # fmt: skip
+    """``slow``'s epoch time over ``fast``'s per (dtype, batch size) both have, one value per run."""
+    out: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
         times = {(r["backend"], r["dtype"], r["batch_size"]): r["seconds"] for r in run["fit"]}
         for (backend, dtype, batch), seconds in times.items():
             if backend == slow and (fast, dtype, batch) in times:
-                out.append(seconds / times[(fast, dtype, batch)])
+                out.setdefault((dtype, batch), []).append(seconds / times[(fast, dtype, batch)])
     return out
+
+
+def ratios(one: list[dict[str, Any]], every: list[dict[str, Any]]) -> list[float]:
+    """Numba's epoch time over C++'s, for every run and every cell both have."""
+    return [x for runs in (one, every) for values in cell_ratios(runs).values() for x in values]
 
 
 def summarize(one: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
@@ -143,9 +148,12 @@ def summarize(one: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
             parts += ["cpp float32 over the runs: " + ", ".join(spread), ""]
     r = ratios(one, every)
     if r:
+        per_cell = [statistics.median(x) for runs in (one, every) for x in cell_ratios(runs).values()]
         parts.append(f"numba / cpp epoch time: median {statistics.median(r):.2f}, highest {max(r):.2f}, "
-                     f"{sum(x > 2 for x in r)} of {len(r)} above 2")  # fmt: skip
+                     f"{sum(x > 2 for x in r)} of {len(r)} above 2; per-cell medians "
+                     f"{min(per_cell):.2f}-{max(per_cell):.2f}")  # fmt: skip
     return "\n".join(parts)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
