@@ -157,8 +157,8 @@ def test_numba_population_training_from_two_threads_does_not_abort() -> None:
 def test_cpp_worker_threads_default_to_the_cpus_the_process_may_use() -> None:
     """Without FASTGD_NUM_THREADS, the C++ kernels start as many threads as the process has CPUs in its
     affinity mask (taskset, a container's cpuset), not every CPU of the machine: two threads on one
-    allowed CPU would take turns and spin for each other. Checked with the mask cut to one CPU, and
-    with the whole mask (where FASTGD_NUM_THREADS still overrides it)."""
+    allowed CPU would take turns and spin for each other. Checked with the mask cut to one CPU and with
+    the whole mask; FASTGD_NUM_THREADS still overrides the mask."""
     require_backend("cpp")
     code = textwrap.dedent(
         """
