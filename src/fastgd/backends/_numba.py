@@ -1088,15 +1088,19 @@ def _add_range(a, b, lo, hi):
 
 
 @_jit
-def _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2):
-    """Add the slices' gradients in order into ``G[0]``, then step every layer from it."""
+def _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2, lo, hi):
+    """Add the slices' gradients in order into ``G[0]``, then step every layer from it: on
+    ``theta[lo:hi]`` only (element by element: any split of theta into ranges gives the same result)."""
     for s in range(1, _n_slices(m)):
-        _add_range(G[0], G[s], 0, theta.shape[0])
+        _add_range(G[0], G[s], lo, hi)
     offset = 0
     for l in range(sizes.shape[0] - 1):
         bias_start = offset + sizes[l] * sizes[l + 1]
         stop = bias_start + sizes[l + 1]
-        _general_step(theta, G[0], velocity, offset, bias_start, stop, m, eta, momentum, l2)
+        # this layer's weights and biases within lo .. hi
+        a, b, e = min(max(offset, lo), hi), min(max(bias_start, lo), hi), min(max(stop, lo), hi)
+        if e > a:
+            _general_step(theta, G[0], velocity, a, b, e, m, eta, momentum, l2)
         offset = stop
 
 
@@ -1114,7 +1118,7 @@ def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, ba
             c, k = _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity)
             total += c
             correct += k
-        _sliced_step(theta, sizes, G, m, eta_, momentum_, velocity, l2_)
+        _sliced_step(theta, sizes, G, m, eta_, momentum_, velocity, l2_, 0, theta.shape[0])
     return total, correct
 
 
@@ -1132,7 +1136,7 @@ _T_CLAIM = 0  # (phase number << 32) | its next unclaimed task; 0 before the fir
 _T_DONE = 8  # tasks of the current phase finished
 _T_OVER = 16  # set by the leader when the chunk is done
 _T_LEADER = 24  # set by the member that leads
-_T_SLOTS = 32  # phase p's mini-batch (first row, row count) and kind at _T_SLOTS + 3 * (p & 1) and on
+_T_SLOTS = 32  # phase p's mini-batch (first row, row count), then its kind: 3 words from _T_SLOTS + 3 * (p & 1)
 _TEAM_WORDS = 40
 _SLICES_PHASE, _STEP_PHASE = 0, 1
 _STEP_CHUNKS = 4
@@ -1140,24 +1144,13 @@ _STEP_CHUNKS = 4
 
 @_jit
 def _step_chunk(theta, sizes, G, m, chunk, eta, momentum, velocity, l2):
-    """:func:`_sliced_step` on chunk ``chunk`` of ``_STEP_CHUNKS`` ranges of theta (element by element, the
-    same result)."""
+    """:func:`_sliced_step` on chunk ``chunk`` of ``_STEP_CHUNKS`` ranges of theta (whole vectors)."""
     n = theta.shape[0]
     lanes = _VEC_BYTES // theta.itemsize
     vecs = (n + lanes - 1) // lanes
     lo = min(vecs * chunk // _STEP_CHUNKS * lanes, n)
     hi = min(vecs * (chunk + 1) // _STEP_CHUNKS * lanes, n)
-    for s in range(1, _n_slices(m)):
-        _add_range(G[0], G[s], lo, hi)
-    offset = 0
-    for l in range(sizes.shape[0] - 1):
-        bias_start = offset + sizes[l] * sizes[l + 1]
-        stop = bias_start + sizes[l + 1]
-        # this layer's weights and biases within lo .. hi
-        a, b, e = min(max(offset, lo), hi), min(max(bias_start, lo), hi), min(max(stop, lo), hi)
-        if e > a:
-            _general_step(theta, G[0], velocity, a, b, e, m, eta, momentum, l2)
-        offset = stop
+    _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2, lo, hi)
 
 
 @_jit
