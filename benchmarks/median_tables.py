@@ -155,7 +155,6 @@ def summarize(one: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=10, help="pairs of runs (default: 10)")
