@@ -110,8 +110,10 @@ class _VecModel(models.PrimitiveModel):
 _I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 
 
-def _is_flat(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and isinstance(arr.dtype, types.Float)
+def _is_flat(arr, dtype=None):
+    """Whether ``arr`` is a flat, C-contiguous array: of ``dtype`` when given, else of floats."""
+    return (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+            and (arr.dtype == dtype if dtype is not None else isinstance(arr.dtype, types.Float)))
 
 
 def _element_pointer(context, builder, arrty, arr, index):
@@ -333,8 +335,7 @@ def _store_compressed(typingctx, nzi, at, base, bits, lanes):
     """``nzi[at : at + k] = [base + j for j < lanes if bit j of bits is set]`` (``k`` the bits set), as one
     vector compress and one store of ``lanes`` int32 (``nzi`` needs ``lanes`` entries of room past
     them: the rest of the vector lands there)."""
-    if not (isinstance(nzi, types.Array) and nzi.ndim == 1 and nzi.layout == "C" and nzi.dtype == types.int32
-            and isinstance(lanes, types.IntegerLiteral)):
+    if not (_is_flat(nzi, types.int32) and isinstance(lanes, types.IntegerLiteral)):
         return None
     n = lanes.literal_value
 
@@ -375,10 +376,6 @@ def _popcount(typingctx, bits):
 # epoch's mini-batches (see _team_batches).
 
 
-def _is_int64_array(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == types.int64
-
-
 def _atomic_pointer(context, builder, sig, args):
     index = context.cast(builder, args[1], sig.args[1], types.int64)
     return _element_pointer(context, builder, sig.args[0], args[0], index)
@@ -387,7 +384,7 @@ def _atomic_pointer(context, builder, sig, args):
 @intrinsic
 def _atomic_load(typingctx, arr, index):
     """``arr[index]``, read atomically (acquire: what was written before the matching release is seen)."""
-    if not (_is_int64_array(arr) and isinstance(index, types.Integer)):
+    if not (_is_flat(arr, types.int64) and isinstance(index, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -399,7 +396,7 @@ def _atomic_load(typingctx, arr, index):
 @intrinsic
 def _atomic_store(typingctx, arr, index, value):
     """``arr[index] = value``, written atomically (release: what was written before is seen by an acquire)."""
-    if not (_is_int64_array(arr) and isinstance(index, types.Integer) and isinstance(value, types.Integer)):
+    if not (_is_flat(arr, types.int64) and isinstance(index, types.Integer) and isinstance(value, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -414,7 +411,7 @@ def _atomic_store(typingctx, arr, index, value):
 def _atomic_rmw(typingctx, arr, index, op, value):
     """``arr[index] += value`` (``op`` "add") or ``arr[index] = value`` (``op`` "xchg"), atomically
     (acquire and release); returns the value before."""
-    if not (_is_int64_array(arr) and isinstance(index, types.Integer) and isinstance(op, types.StringLiteral)
+    if not (_is_flat(arr, types.int64) and isinstance(index, types.Integer) and isinstance(op, types.StringLiteral)
             and op.literal_value in ("add", "xchg") and isinstance(value, types.Integer)):
         return None
     name = op.literal_value
@@ -430,7 +427,7 @@ def _atomic_rmw(typingctx, arr, index, op, value):
 def _atomic_cas(typingctx, arr, index, expected, value):
     """If ``arr[index] == expected``, set it to ``value`` and return True, atomically (acquire and
     release); else return False."""
-    if not (_is_int64_array(arr) and all(isinstance(t, types.Integer) for t in (index, expected, value))):
+    if not (_is_flat(arr, types.int64) and all(isinstance(t, types.Integer) for t in (index, expected, value))):
         return None
 
     def codegen(context, builder, sig, args):
