@@ -63,9 +63,10 @@ struct Kernels {
 };
 
 // Runs fn(ctx, t) for every task t in [0, tasks), on the calling thread and on fastgd's worker
-// threads (threads.cpp), and returns when all are done. Tasks must be independent; which thread
-// runs which task is not fixed, so each task writes only its own outputs. A call made while
-// another call is using the workers runs all its tasks on the calling thread.
+// threads (threads.cpp), and returns when all are done. Task 0 always runs on the calling thread,
+// first; which thread runs each other task is not fixed, so each task writes only its own outputs.
+// A call made while another call is using the workers runs all its tasks on the calling thread,
+// in order.
 void parallel_run(int tasks, void (*fn)(void* ctx, int task), void* ctx);
 // While one of these is alive (with serial = true), parallel_run called on this thread runs every
 // task on it: for threads that are themselves one of several workers (population training), so

@@ -1121,8 +1121,8 @@ void run_slice(void* ctx, int slice) {
 
 // ---------------------------------------------------------------------------------------------
 // A training epoch with large mini-batches runs as one parallel_run for the whole epoch instead
-// of one per mini-batch: the task that runs on the calling thread leads (it runs the epoch's loop
-// and the stop callback), the others help. Each mini-batch is a sequence of phases (its slices,
+// of one per mini-batch: task 0, which parallel_run runs on the calling thread, leads (it runs the
+// epoch's loop and the stop callback), the others help. Each mini-batch is a sequence of phases (its slices,
 // then the parameter step in chunks); the leader publishes a phase and every member claims its
 // tasks one at a time, so a helper that is late (or never starts: parallel_run may run all tasks
 // on the calling thread, one after another) only leaves more tasks to the leader, and the leader
@@ -1136,7 +1136,6 @@ struct Team {
     uint64_t claim = 0;  // (phase number << 32) | next task of that phase
     int done = 0;        // tasks of the current phase finished
     int over = 0;        // set by the leader when the epoch is over
-    int leader = 0;      // set by the task that leads
     uint64_t phase = 0;
     Phase slot[2] = {};  // phase p is described in slot[p & 1]
 };
@@ -1182,8 +1181,6 @@ inline void team_help(Team& t) {
     while (!__atomic_load_n(&t.over, __ATOMIC_ACQUIRE))
         if (team_run_one(t) == 0) team_relax();
 }
-
-thread_local bool on_calling_thread = false;
 
 // The parameter step of a large mini-batch, in kStepChunks tasks over ranges of the packed
 // parameters.
@@ -1283,11 +1280,11 @@ void epoch_loop(Epoch<T>& e) {
     e.total = total;
 }
 
-// A member of the epoch's team: the first task on the calling thread leads, any other helps.
+// A member of the epoch's team: task 0 (on the calling thread) leads, any other helps.
 template <class T>
-void epoch_member(void* ctx, int) {
+void epoch_member(void* ctx, int task) {
     Epoch<T>& e = *static_cast<Epoch<T>*>(ctx);
-    if (on_calling_thread && !__atomic_exchange_n(&e.team->leader, 1, __ATOMIC_ACQ_REL)) {
+    if (task == 0) {
         epoch_loop(e);
         __atomic_store_n(&e.team->over, 1, __ATOMIC_RELEASE);
     } else {
@@ -1314,10 +1311,7 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     if (members > 1) {
         Team team;
         e.team = &team;
-        const bool was = on_calling_thread;
-        on_calling_thread = true;
         parallel_run(members, epoch_member<T>, &e);
-        on_calling_thread = was;
     } else {
         epoch_loop(e);
     }

@@ -48,11 +48,13 @@ class Pool {
             fn_ = fn;
             ctx_ = ctx;
             tasks_ = tasks;
-            next_.store(0, std::memory_order_relaxed);
+            next_.store(1, std::memory_order_relaxed);  // task 0 is the caller's
             done_.store(0, std::memory_order_relaxed);
             generation_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
+        fn(ctx, 0);
+        done_.fetch_add(1, std::memory_order_release);
         drain(fn, ctx, tasks);
         while (done_.load(std::memory_order_acquire) < tasks) cpu_relax();
         return true;

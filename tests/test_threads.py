@@ -176,3 +176,27 @@ def test_cpp_worker_threads_default_to_the_cpus_the_process_may_use() -> None:
         threads, allowed = int(out[0]), int(out[1])
         expected = int(extra["FASTGD_NUM_THREADS"]) if extra else min(allowed, 64)
         assert threads == expected, (mask, extra, out)
+
+
+def test_cpp_training_with_more_worker_threads_than_tasks_finishes() -> None:
+    """An epoch of large mini-batches is led by its task 0, which must run on the calling thread (it
+    calls the Ctrl-C check) while the other tasks help. With more worker threads than tasks (here 4
+    threads, and mini-batches of 100 rows in two slices), the workers could take every task and none
+    led: the epoch spun forever. Many short epochs, in a subprocess with a timeout so that a hang
+    fails the test; both sizes of first layer (the 784-input one is split by its inputs)."""
+    require_backend("cpp")
+    code = textwrap.dedent(
+        """
+        import numpy as np, fastgd
+        rng = np.random.default_rng(0)
+        for n_in in (30, 784):
+            X, y = rng.random((400, n_in), dtype=np.float32), rng.integers(0, 10, 400)
+            for batch in (10, 100):
+                net = fastgd.Network([n_in, 16, 10], backend="cpp", dtype="float32", seed=0)
+                net.fit(X, y, epochs=200, batch_size=batch, eta=0.1, optimizer="sgd")
+        print("finished", fastgd._core.build_info()["threads"])
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "FASTGD_NUM_THREADS": "4"})  # fmt: skip
+    assert run.returncode == 0 and run.stdout.split() == ["finished", "4"], run.stdout + run.stderr
