@@ -619,42 +619,58 @@ void activate_rows(int act, int R, T* z, int64_t ld, int64_t n) {
     }
 }
 
-// Forward pass of the R input rows w.rows: hidden activations into A[1..L-1], the output layer's
-// weighted inputs into Zout and its activations into A[L] (padding columns zero).
-template <class T, int R>
-void block_forward(Work<T>& w) {
+// Layer l's activations from its weighted inputs z (R rows): a hidden layer's in place, the output
+// layer's into A[L] (padding columns zero).
+template <class T>
+void finish_layer(Work<T>& w, int l, T* z, int R) {
     const Net& net = *w.net;
-    for (int l = 0; l < net.L; ++l) {
-        const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
-        const bool output = l == net.L - 1;
-        T* z = output ? w.Zout : w.A[l + 1];
+    const int64_t ldo = net.ld[l + 1], nout = net.n[l + 1];
+    if (l < net.L - 1) {
+        activate_rows<T>(net.act, R, z, ldo, nout);
+        return;
+    }
+    T* a = w.A[net.L];
+    for (int r = 0; r < R; ++r) {
+        const T* zr = z + r * ldo;
+        T* ar = a + r * ldo;
+        if (net.cost == kLogLikelihood) {
+            T zmax = zr[0];
+            for (int64_t j = 1; j < nout; ++j) zmax = zr[j] > zmax ? zr[j] : zmax;
+            for (int64_t c = 0; c < ldo; c += kLanes<T>) vstore(ar + c, vexp<T>(vload(zr + c) - zmax));
+            T sum = 0;
+            for (int64_t j = 0; j < nout; ++j) sum += ar[j];
+            const T inv = T(1) / sum;
+            for (int64_t j = 0; j < nout; ++j) ar[j] *= inv;
+        } else {
+            for (int64_t c = 0; c < ldo; c += kLanes<T>) vstore(ar + c, vsigmoid<T>(vload(zr + c)));
+        }
+        for (int64_t j = nout; j < ldo; ++j) ar[j] = 0;
+    }
+}
+
+// Where layer l's weighted inputs go: A[l + 1] for a hidden layer (activated in place), Zout for
+// the output layer.
+template <class T>
+T* layer_z(Work<T>& w, int l) {
+    return l == w.net->L - 1 ? w.Zout : w.A[l + 1];
+}
+
+// Forward pass of the R input rows w.rows: hidden activations into A[1..L-1], the output layer's
+// weighted inputs into Zout and its activations into A[L] (padding columns zero). With first > 0,
+// the layers from `first` on (layer first - 1's activations already in place).
+template <class T, int R>
+void block_forward(Work<T>& w, int first = 0) {
+    const Net& net = *w.net;
+    for (int l = first; l < net.L; ++l) {
+        const int64_t ldo = net.ld[l + 1];
+        T* z = layer_z(w, l);
         const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
         if (l == 0) w.n_idx = nonzero_inputs<T, R>(in, net.n[0], w.idx);
         const int32_t* idx = l == 0 ? w.idx : nullptr;
         dense_forward<T, R>(in, net.n[l], w.P + net.woff[l], w.P + net.boff[l], ldo, z, w.prefetch,
                             l == 0 ? w.n_prefetch : 0, idx, w.n_idx);
         if (l == 0 && w.check_finite && !rows_finite(z, R, ldo)) w.nonfinite = 1;
-        if (!output) {
-            activate_rows<T>(net.act, R, z, ldo, nout);
-        } else {
-            T* a = w.A[net.L];
-            for (int r = 0; r < R; ++r) {
-                const T* zr = z + r * ldo;
-                T* ar = a + r * ldo;
-                if (net.cost == kLogLikelihood) {
-                    T zmax = zr[0];
-                    for (int64_t j = 1; j < nout; ++j) zmax = zr[j] > zmax ? zr[j] : zmax;
-                    for (int64_t c = 0; c < ldo; c += kLanes<T>) vstore(ar + c, vexp<T>(vload(zr + c) - zmax));
-                    T sum = 0;
-                    for (int64_t j = 0; j < nout; ++j) sum += ar[j];
-                    const T inv = T(1) / sum;
-                    for (int64_t j = 0; j < nout; ++j) ar[j] *= inv;
-                } else {
-                    for (int64_t c = 0; c < ldo; c += kLanes<T>) vstore(ar + c, vsigmoid<T>(vload(zr + c)));
-                }
-                for (int64_t j = nout; j < ldo; ++j) ar[j] = 0;
-            }
-        }
+        finish_layer<T>(w, l, z, R);
     }
 }
 
@@ -717,14 +733,15 @@ struct Update {
 };
 
 // Backward pass of the block after block_forward and block_cost (output deltas in w.D0): for
-// each layer from the last, backpropagate the deltas with the layer's weights as they were,
-// then apply the update to that layer.
+// each layer from the last down to layer `last`, backpropagate the deltas with the layer's
+// weights as they were, then apply the update to that layer. Returns the deltas of layer
+// last - 1's weighted inputs (with last > 0; R rows of stride ld[last]).
 template <class T, int R>
-void block_backward(Work<T>& w, const Update<T>& up) {
+T* block_backward(Work<T>& w, const Update<T>& up, int last = 0) {
     const Net& net = *w.net;
     T* d = w.D0;
     T* dnext = w.D1;
-    for (int l = net.L - 1; l >= 0; --l) {
+    for (int l = net.L - 1; l >= last; --l) {
         const int64_t ldo = net.ld[l + 1];
         if (l > 0)
             dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], net.n[l + 1], d, w.A[l], net.ld[l], net.act,
@@ -753,6 +770,7 @@ void block_backward(Work<T>& w, const Update<T>& up) {
         d = dnext;
         dnext = t;
     }
+    return d;
 }
 
 // Calls f(Int<R>{}) with R == rows as a compile-time constant, 1 <= rows <= kRowBlock.
@@ -1292,11 +1310,439 @@ void epoch_member(void* ctx, int task) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Training with the first layer split by its inputs (networks of kMinSplitInputs inputs or more,
+// mini-batches below kRowsForFourSlices rows). The first layer is nearly all the work of such a
+// network. Its weights are cut into two parts by input (rows [0, cut) and [cut, n0) of W0), and a
+// mini-batch goes in rounds of up to kRoundBlocks blocks of rows:
+//   - the parts' phase, one task per part: the part's update for the round before (after a
+//     mini-batch's last round, its step), then its partial weighted inputs x[lo:hi] W0[lo:hi, :]
+//     for the next round;
+//   - the middle: the two partial sums added, the other layers forward and backward with their
+//     updates, the cost, and the first layer's deltas; in two tasks (halves of the round's blocks,
+//     each with its own gradient buffer) when the round has several blocks.
+// A part's weights stay with the thread that updates them (usually the same one each time: the
+// leader claims task 0 first), and the threads exchange per round only the small arrays of
+// weighted inputs and deltas, not the parameters or their gradients as the row slices do. That
+// wins while mini-batches are small (batch 10 on two cores: about 1.3 times as fast as one core);
+// from kRowsForFourSlices rows the row slices, which exchange once per mini-batch and use up to
+// four threads, are as fast or faster. The cut and the rounds depend only on n0 and the mini-batch
+// size, and each sum runs in the same order whichever thread runs it, so the results do not depend
+// on the thread count; on one thread (split_loop_serial) the same operations run block by block.
+constexpr int64_t kMinSplitInputs = 256;
+inline int64_t split_cut(int64_t n0) { return n0 >= kMinSplitInputs ? round_up(n0 / 2, 16) : n0; }
+
+template <class T>
+struct Part {
+    int64_t lo = 0, n = 0;         // this part's inputs: [lo, lo + n)
+    const T** rows = nullptr;      // per block of the mini-batch, kRowBlock row pointers (X row + lo)
+    int32_t* idx = nullptr;        // per block, n + 16 slots: its nonzero inputs (nonzero_inputs)
+    int64_t* n_idx = nullptr;      // per block
+    T* z = nullptr;                // per block, kRowBlock x ld[1] partial weighted inputs
+    const T* bias = nullptr;       // added to the partial sums: part 0 the biases, part 1 zeros
+    T* b = nullptr;                // where the part's step puts the biases (part 1: scratch)
+    T* vb = nullptr;               // and their velocity
+    T* gb = nullptr;               // and their gradient
+    const void** prefetch = nullptr;
+};
+
+template <class T>
+struct SplitEpoch {
+    Session<T>* s;
+    const T* X;
+    const int64_t* y;
+    const int64_t* order;
+    int64_t n_order, batch;
+    T eta, mu, l2;
+    bool momentum;
+    StopFn stop;
+    void* stop_ctx;
+    Team* team;
+    Part<T> part[2];
+    T* d0;  // per block, kRowBlock x ld[1]: the first layer's deltas
+    // The parts' phase: the update for blocks [upd_b0, upd_b1) of the mini-batch before, of upd_m
+    // rows (none if upd_m == 0), then the forward pass of blocks [fwd_b0, fwd_b1) of the mini-batch
+    // order[fwd_k .. fwd_k + fwd_m) (none if fwd_m == 0). The middle's phase: blocks
+    // [mid_b0, mid_b1) of the mini-batch order[mid_k .. mid_k + mid_m), its cost summed in cost[0]
+    // and cost[1] (see split_buffer).
+    int64_t upd_m, upd_b0, upd_b1, fwd_k, fwd_m, fwd_b0, fwd_b1, mid_k, mid_m, mid_b0, mid_b1;
+    double cost[2];
+    double total;
+    int status;
+    void* mem;
+    void** tables;
+};
+
+// Blocks of a mini-batch of m rows: the fewest of at most kRowBlock rows, as equal as possible.
+inline int64_t batch_blocks(int64_t m) { return (m + kRowBlock - 1) / kRowBlock; }
+
+// Cache lines of part p of rows order[0..count) into p.prefetch; returns how many.
+template <class T>
+int64_t plan_part_prefetch(const Part<T>& p, const T* X, int64_t n0, const int64_t* order, int64_t count) {
+    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+    int64_t k = 0;
+    for (int64_t r = 0; r < count; ++r) {
+        const T* row = X + order[r] * n0 + p.lo;
+        for (int64_t i = 0; i < p.n; i += kLine) p.prefetch[k++] = row + i;
+        p.prefetch[k++] = row + p.n - 1;
+    }
+    return k;
+}
+
+// Block b of part h's forward pass over the mini-batch order[k .. k + m): the block's nonzero
+// inputs and partial weighted inputs; the next rows (the next block, or the first block of the
+// mini-batch after) are prefetched on the way.
+template <class T>
+void split_forward(SplitEpoch<T>& e, int h, int64_t k, int64_t m, int64_t b) {
+    Session<T>& s = *e.s;
+    Part<T>& p = e.part[h];
+    const int64_t n0 = s.net.n[0], ld1 = s.net.ld[1], blocks = batch_blocks(m);
+    const int64_t j0 = m * b / blocks, j1 = m * (b + 1) / blocks;
+    const int R = static_cast<int>(j1 - j0);
+    const T** rows = p.rows + b * kRowBlock;
+    for (int r = 0; r < R; ++r) rows[r] = e.X + e.order[k + j0 + r] * n0 + p.lo;
+    int64_t n_pf;
+    if (b + 1 < blocks) {
+        n_pf = plan_part_prefetch(p, e.X, n0, e.order + k + j1, m * (b + 2) / blocks - j1);
+    } else {
+        const int64_t next = k + m, left = e.n_order - next;
+        const int64_t next_m = left < e.batch ? left : e.batch;
+        n_pf = next_m > 0 ? plan_part_prefetch(p, e.X, n0, e.order + next, next_m / batch_blocks(next_m)) : 0;
+    }
+    int32_t* idx = p.idx + b * (p.n + 16);
+    T* z = p.z + b * kRowBlock * ld1;
+    with_rows(R, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        p.n_idx[b] = nonzero_inputs<T, RR>(rows, p.n, idx);
+        dense_forward<T, RR>(rows, p.n, s.P + s.net.woff[0] + p.lo * ld1, p.bias, ld1, z, p.prefetch, n_pf, idx,
+                             p.n_idx[b]);
+    });
+}
+
+// Block b of part h's weight update for a mini-batch of m rows, from the deltas in e.d0: for a
+// mini-batch of one block the step, fused into the weight-gradient pass; else the block's share of
+// the gradient, summed in the session's gradient buffer (which the parts share by rows).
+template <class T>
+void split_update(SplitEpoch<T>& e, int h, int64_t m, int64_t b) {
+    Session<T>& s = *e.s;
+    Part<T>& p = e.part[h];
+    const int64_t ld1 = s.net.ld[1], blocks = batch_blocks(m);
+    const int64_t wo = s.net.woff[0] + p.lo * ld1;
+    const T inv_m = T(1) / static_cast<T>(m);
+    const int R = static_cast<int>(m * (b + 1) / blocks - m * b / blocks);
+    const T* const* rows = p.rows + b * kRowBlock;
+    const int32_t* idx = p.idx + b * (p.n + 16);
+    const T* d = e.d0 + b * kRowBlock * ld1;
+    with_rows(R, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        if (blocks > 1) {
+            if (b == 0)
+                dense_rank_update<T, RR, true>(rows, p.n, d, inv_m, s.G[0] + wo, p.gb, ld1, idx, p.n_idx[b]);
+            else
+                dense_rank_update<T, RR>(rows, p.n, d, inv_m, s.G[0] + wo, p.gb, ld1, idx, p.n_idx[b]);
+        } else if (e.momentum) {
+            dense_step<T, RR, true>(rows, p.n, d, inv_m, e.eta, e.mu, e.l2, s.P + wo, p.b, s.V + wo, p.vb, ld1);
+        } else if (e.l2 != 0) {
+            dense_step<T, RR, false>(rows, p.n, d, inv_m, e.eta, e.mu, e.l2, s.P + wo, p.b, nullptr, nullptr, ld1);
+        } else {
+            dense_rank_update<T, RR>(rows, p.n, d, -e.eta * inv_m, s.P + wo, p.b, ld1, idx, p.n_idx[b]);
+        }
+    });
+}
+
+// After the last block of a mini-batch of several: part h's step from the summed gradient.
+template <class T>
+void split_step(SplitEpoch<T>& e, int h) {
+    Session<T>& s = *e.s;
+    const Part<T>& p = e.part[h];
+    const int64_t ld1 = s.net.ld[1];
+    const T* g = s.G[0];
+    T* v = e.momentum ? s.V : nullptr;
+    step_region(s.P, &g, 1, s.net.woff[0] + p.lo * ld1, v, p.n * ld1, e.eta, e.mu, e.l2);
+    if (h == 0) step_region(s.P, &g, 1, s.net.boff[0], v, ld1, e.eta, e.mu, T(0));
+}
+
+// Block b of the middle of the mini-batch order[k .. k + m), after both parts' forward passes:
+// the first layer's weighted inputs (the two partial sums added), the other layers forward and
+// backward with their updates, the cost (into e.cost[j]), and the first layer's deltas into e.d0.
+// A mini-batch of several blocks has its blocks in two halves (split_half), each half with its
+// own scratch and gradient buffer j; a mini-batch of one block is stepped as it goes.
+template <class T>
+void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool first) {
+    Session<T>& s = *e.s;
+    Work<T>& w = s.work[j];
+    const int64_t ld1 = s.net.ld[1], blocks = batch_blocks(m);
+    const T inv_m = T(1) / static_cast<T>(m);
+    const int64_t j0 = m * b / blocks, j1 = m * (b + 1) / blocks;
+    const int R = static_cast<int>(j1 - j0);
+    for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + j0 + r]];
+    T* z = layer_z(w, 0);
+    const T* z0 = e.part[0].z + b * kRowBlock * ld1;
+    const T* z1 = e.part[1].z + b * kRowBlock * ld1;
+    for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
+    Update<T> up{Update<T>::kStep, nullptr, inv_m, e.eta, e.mu, e.l2, s.V};
+    if (blocks > 1)
+        up = Update<T>{first ? Update<T>::kAssign : Update<T>::kAccumulate, s.G[j], inv_m, 0, 0, 0, nullptr};
+    else if (e.momentum)
+        up.kind = Update<T>::kMomentumStep;
+    else if (e.l2 == 0)
+        up = Update<T>{Update<T>::kAccumulate, s.P, -e.eta * inv_m, 0, 0, 0, nullptr};
+    with_rows(R, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        finish_layer<T>(w, 0, z, RR);
+        block_forward<T, RR>(w, 1);
+        e.cost[j] += block_cost<T>(w, RR, w.D0);
+        const T* d = block_backward<T, RR>(w, up, 1);
+        std::memcpy(e.d0 + b * kRowBlock * ld1, d, sizeof(T) * static_cast<size_t>(RR * ld1));
+    });
+}
+
+// A mini-batch of several blocks is processed in rounds of up to kRoundBlocks blocks (so that a
+// round's rows are still in cache when its update comes), and the middle of each round in two
+// halves, each with its own scratch and gradient buffer. Block b of a mini-batch of m rows uses
+// buffer split_buffer(m, b, &first); first: it is that buffer's first block of the mini-batch.
+constexpr int64_t kRoundBlocks = 4;
+inline int64_t round_end(int64_t m, int64_t b0) {
+    const int64_t blocks = batch_blocks(m);
+    return blocks - b0 < kRoundBlocks ? blocks : b0 + kRoundBlocks;
+}
+inline int split_buffer(int64_t m, int64_t b, bool* first) {
+    const int64_t r0 = b / kRoundBlocks * kRoundBlocks, mid = r0 + (round_end(m, r0) - r0 + 1) / 2;
+    *first = r0 == 0 && (b == 0 || b == mid);
+    return b < mid ? 0 : 1;
+}
+
+// After the middle of a mini-batch of several blocks: the other layers' step, from the two halves'
+// gradients.
+template <class T>
+void split_middle_step(SplitEpoch<T>& e) {
+    const Net& net = e.s->net;
+    if (net.L == 1) return;
+    apply_step<T>(net, e.s->P, e.s->G, 2, e.momentum ? e.s->V : nullptr, e.eta, e.mu, e.l2, net.woff[1], net.packed);
+}
+
+// A task of the team in the parts' phase: part h's update for a round of the mini-batch before
+// (if any; after its last round, the step, with the other layers' step in part 0's task), then its
+// forward pass over a round of the next one.
+template <class T>
+void split_task(void* ctx, int h) {
+    SplitEpoch<T>& e = *static_cast<SplitEpoch<T>*>(ctx);
+    if (e.upd_m > 0) {
+        for (int64_t b = e.upd_b0; b < e.upd_b1; ++b) split_update(e, h, e.upd_m, b);
+        const int64_t blocks = batch_blocks(e.upd_m);
+        if (blocks > 1 && e.upd_b1 == blocks) {
+            split_step(e, h);
+            if (h == 0) split_middle_step(e);
+        }
+    }
+    for (int64_t b = e.fwd_b0; e.fwd_m > 0 && b < e.fwd_b1; ++b) split_forward(e, h, e.fwd_k, e.fwd_m, b);
+}
+
+// A task of the team in the middle's phase: the round's blocks of buffer j.
+template <class T>
+void split_middle_task(void* ctx, int j) {
+    SplitEpoch<T>& e = *static_cast<SplitEpoch<T>*>(ctx);
+    for (int64_t b = e.mid_b0; b < e.mid_b1; ++b) {
+        bool first;
+        if (split_buffer(e.mid_m, b, &first) == j) split_middle(e, e.mid_k, e.mid_m, b, j, first);
+    }
+}
+
+// The epoch with a team, round by round: the middle of a round (its two halves as two tasks), then
+// the parts' tasks (the round's updates, and the next round's forward passes).
+template <class T>
+void split_loop(SplitEpoch<T>& e) {
+    const int64_t batch = e.batch;
+    int64_t n_order = e.n_order;
+    int64_t rows_since_check = 0;
+    bool stopping = false;
+    e.upd_m = 0;
+    e.fwd_k = 0;
+    e.fwd_m = n_order < batch ? n_order : batch;
+    e.fwd_b0 = 0;
+    e.fwd_b1 = round_end(e.fwd_m, 0);
+    team_phase(*e.team, split_task<T>, &e, 2);
+    int64_t k = 0;
+    for (; k < n_order && !stopping; k += batch) {
+        const int64_t m = n_order - k < batch ? n_order - k : batch, blocks = batch_blocks(m);
+        e.cost[0] = e.cost[1] = 0;
+        for (int64_t b0 = 0, b1; b0 < blocks; b0 = b1) {
+            b1 = round_end(m, b0);
+            e.mid_k = k;
+            e.mid_m = m;
+            e.mid_b0 = b0;
+            e.mid_b1 = b1;
+            if (b1 - b0 > 1)
+                team_phase(*e.team, split_middle_task<T>, &e, 2);
+            else
+                split_middle_task<T>(&e, 0);
+            e.upd_m = m;
+            e.upd_b0 = b0;
+            e.upd_b1 = b1;
+            if (b1 < blocks) {
+                e.fwd_b0 = b1;
+                e.fwd_b1 = round_end(m, b1);
+            } else {
+                e.total += e.cost[0];
+                e.total += e.cost[1];
+                rows_since_check += m;
+                if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
+                    rows_since_check = 0;
+                    stopping = e.stop(e.stop_ctx);
+                }
+                const int64_t left = n_order - (k + m);
+                e.fwd_k = k + m;
+                e.fwd_m = stopping ? 0 : (left < batch ? left : batch);
+                e.fwd_b0 = 0;
+                e.fwd_b1 = e.fwd_m > 0 ? round_end(e.fwd_m, 0) : 0;
+            }
+            team_phase(*e.team, split_task<T>, &e, 2);
+        }
+    }
+    if (stopping) {
+        e.status = kStopped;
+        e.n_order = k;
+    }
+}
+
+// The same epoch on one thread, block by block (each block's rows are still in cache for its
+// update): the same operations on the same values as with a team, so the same results.
+template <class T>
+void split_loop_serial(SplitEpoch<T>& e) {
+    const int64_t batch = e.batch;
+    int64_t n_order = e.n_order;
+    int64_t rows_since_check = 0;
+    for (int64_t k = 0; k < n_order; k += batch) {
+        const int64_t m = n_order - k < batch ? n_order - k : batch, blocks = batch_blocks(m);
+        e.cost[0] = e.cost[1] = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+            split_forward(e, 0, k, m, b);
+            split_forward(e, 1, k, m, b);
+            bool first;
+            const int j = split_buffer(m, b, &first);
+            split_middle(e, k, m, b, j, first);
+            split_update(e, 0, m, b);
+            split_update(e, 1, m, b);
+        }
+        e.total += e.cost[0];
+        e.total += e.cost[1];
+        if (blocks > 1) {
+            split_step(e, 0);
+            split_middle_step(e);
+            split_step(e, 1);
+        }
+        rows_since_check += m;
+        if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
+            rows_since_check = 0;
+            if (e.stop(e.stop_ctx)) {
+                e.status = kStopped;
+                n_order = k + m;
+                break;
+            }
+        }
+    }
+    e.n_order = n_order;
+}
+
+// A member of the epoch's team: task 0 (on the calling thread) leads, any other helps.
+template <class T>
+void split_member(void* ctx, int task) {
+    SplitEpoch<T>& e = *static_cast<SplitEpoch<T>*>(ctx);
+    if (task == 0) {
+        split_loop(e);
+        __atomic_store_n(&e.team->over, 1, __ATOMIC_RELEASE);
+    } else {
+        team_help(*e.team);
+    }
+}
+
+// The parts' scratch for mini-batches of up to `batch` rows; false if out of memory (e.mem and
+// e.tables are freed by the caller).
+template <class T>
+bool split_open(SplitEpoch<T>& e) {
+    const Net& net = e.s->net;
+    const int64_t n0 = net.n[0], ld1 = net.ld[1], cut = split_cut(n0);
+    const int64_t blocks = batch_blocks(e.batch);
+    const int64_t zb = blocks * kRowBlock * ld1;  // one per-block array of kRowBlock x ld1
+    // T arrays: d0, and per part z, zero bias, scratch b, vb, gb.
+    const int64_t n_t = zb + 2 * (zb + 4 * ld1);
+    e.mem = std::aligned_alloc(static_cast<size_t>(kPadBytes), static_cast<size_t>(n_t) * sizeof(T));
+    // Pointer-sized slots: per part rows, idx (int32, n + 16 per block), n_idx, prefetch.
+    const int64_t lines = lines_per_row<T>(n0) + 1;
+    const int64_t slots = 2 * (blocks * kRowBlock + blocks * (n0 + 16) + blocks + kRowBlock * lines);
+    e.tables = static_cast<void**>(std::malloc(sizeof(void*) * static_cast<size_t>(slots)));
+    if (!e.mem || !e.tables) return false;
+    std::memset(e.mem, 0, static_cast<size_t>(n_t) * sizeof(T));
+    T* t = static_cast<T*>(e.mem);
+    e.d0 = t;
+    t += zb;
+    void** q = e.tables;
+    for (int h = 0; h < 2; ++h) {
+        Part<T>& p = e.part[h];
+        p.lo = h == 0 ? 0 : cut;
+        p.n = h == 0 ? cut : n0 - cut;
+        p.z = t;
+        t += zb;
+        p.bias = h == 0 ? e.s->P + net.boff[0] : t;  // zeros
+        t += ld1;
+        p.b = h == 0 ? e.s->P + net.boff[0] : t;
+        t += ld1;
+        p.vb = h == 0 && e.momentum ? e.s->V + net.boff[0] : t;
+        t += ld1;
+        p.gb = h == 0 && e.s->G[0] ? e.s->G[0] + net.boff[0] : t;
+        t += ld1;
+        p.rows = const_cast<const T**>(reinterpret_cast<T**>(q));
+        q += blocks * kRowBlock;
+        p.idx = reinterpret_cast<int32_t*>(q);
+        q += blocks * (n0 + 16);  // more than blocks * (n + 16) int32s
+        p.n_idx = reinterpret_cast<int64_t*>(q);
+        q += blocks;
+        p.prefetch = const_cast<const void**>(q);
+        q += kRowBlock * lines;
+    }
+    return true;
+}
+
+template <class T>
+int split_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
+                      int64_t n_order, int64_t batch, T eta, T mu, T* velocity, T l2, StopFn stop,
+                      void* stop_ctx, double* mean_cost, int64_t* n_correct) {
+    const bool use_momentum = mu != T(0);
+    Session<T> s;
+    if (!s.open(model, batch > kRowBlock, use_momentum, 2, true)) return kNoMemory;
+    pack(s.net, theta, s.P);
+    if (use_momentum) pack(s.net, velocity, s.V);
+    SplitEpoch<T> e{&s, X, y, order, n_order, batch, eta, mu, l2, use_momentum, stop, stop_ctx, nullptr,
+                    {}, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0, 0}, 0.0, kOk, nullptr, nullptr};
+    const bool ok = split_open(e);
+    if (ok) {
+        const int members = thread_count() < 2 ? thread_count() : 2;
+        if (members > 1) {
+            Team team;
+            e.team = &team;
+            parallel_run(members, split_member<T>, &e);
+        } else {
+            split_loop_serial(e);
+        }
+        unpack(s.net, s.P, theta);
+        if (use_momentum) unpack(s.net, s.V, velocity);
+        *mean_cost = e.n_order > 0 ? e.total / static_cast<double>(e.n_order) : 0.0;
+        *n_correct = s.work[0].correct + s.work[1].correct;
+    }
+    std::free(e.mem);
+    std::free(e.tables);
+    return ok ? e.status : kNoMemory;
+}
+
 template <class T>
 int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
                   int64_t n_order, int64_t batch, double eta_, double momentum_, T* velocity,
                   double l2_, StopFn stop, void* stop_ctx, double* mean_cost, int64_t* n_correct) {
     const bool use_momentum = momentum_ != 0.0;
+    if (batch < kRowsForFourSlices && split_cut(model.sizes[0]) < model.sizes[0])
+        return split_train_epoch<T>(model, theta, X, y, order, n_order, batch, static_cast<T>(eta_),
+                                    static_cast<T>(momentum_), velocity, static_cast<T>(l2_), stop, stop_ctx,
+                                    mean_cost, n_correct);
     // A mini-batch that fits in one block is stepped as its gradient is formed. A larger one has
     // its gradient summed in slices (run on as many threads as are available), then stepped.
     const bool fused = batch <= kRowBlock;

@@ -32,6 +32,9 @@ FD_RTOL = GRADCHECK_RTOL  # reference gradient vs finite differences, worst over
 ACTIVATIONS = list(enumerate(backends.ACTIVATIONS))  # (code, name)
 COSTS = list(enumerate(backends.COSTS))
 SHAPES = [[7, 5, 4, 3], [5, 3], [6, 8, 8, 8, 4], [20, 19, 17, 10]]  # the last: whole and partial vectors
+# Wide enough (256 inputs or more) for the C++ backend to train the first layer in two parts by
+# input (inputs 0-159 and 160-299), whose partial weighted inputs are added per row.
+WIDE = [300, 9, 7]
 ROWS = 11  # mini-batches of 4: 4 + 4 + 3, a partial last one (and a partial group of rows)
 
 
@@ -183,7 +186,7 @@ def test_float32_matches_float64_reference(
 OPTIMISERS = [(0.0, 0.0), (0.9, 0.0), (0.0, 0.05), (0.5, 0.05)]  # (momentum, l2)
 
 
-@pytest.mark.parametrize("sizes", [SHAPES[0], SHAPES[3]], ids=str)
+@pytest.mark.parametrize("sizes", [SHAPES[0], SHAPES[3], WIDE], ids=str)
 @pytest.mark.parametrize(("activation", "activation_name"), ACTIVATIONS, ids=ids(ACTIVATIONS))
 @pytest.mark.parametrize(("cost", "cost_name"), COSTS, ids=ids(COSTS))
 @pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
@@ -217,11 +220,16 @@ def test_train_epoch_matches_reference(
     assert isinstance(correct, int) and abs(correct - correct_ref) <= (0 if dtype == np.float64 else 1)
 
 
-@pytest.mark.parametrize("batch_size", [17, 101, 256, 300, 600])
+@pytest.mark.parametrize("sizes", [SHAPES[3], WIDE], ids=str)
+@pytest.mark.parametrize("batch_size", [17, 40, 101, 255, 256, 300, 600])
 @pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
-def test_train_epoch_large_mini_batches(backend: ModuleType, batch_size: int, momentum: float, l2: float) -> None:
-    """Mini-batches larger than one block are summed in slices (on threads): still the reference's step."""
-    theta, sizes, X, y = problem(SHAPES[3], 1, seed=13, rows=600)
+def test_train_epoch_large_mini_batches(
+    backend: ModuleType, sizes: list[int], batch_size: int, momentum: float, l2: float
+) -> None:
+    """Mini-batches larger than one block are summed in slices of rows or, for a wide first layer below
+    256 rows, in rounds of blocks with the first layer in two parts (on threads): still the reference's
+    step."""
+    theta, sizes, X, y = problem(sizes, 1, seed=13, rows=600)
     order = np.random.default_rng(14).permutation(600).astype(np.int64)
     velocity = np.random.default_rng(15).normal(0.0, 0.01, theta.shape)
     t, v, t_ref, v_ref = theta.copy(), velocity.copy(), theta.copy(), velocity.copy()
@@ -234,10 +242,13 @@ def test_train_epoch_large_mini_batches(backend: ModuleType, batch_size: int, mo
     assert abs(c - c_ref) <= RTOL64_EPOCH * abs(c_ref) and correct == correct_ref
 
 
+@pytest.mark.parametrize("sizes", [SHAPES[3], WIDE], ids=str)
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 11, 16])
 @pytest.mark.parametrize("order_kind", ["permutation", "subset with repeats"])
-def test_train_epoch_batch_sizes_and_orders(backend: ModuleType, batch_size: int, order_kind: str) -> None:
-    theta, sizes, X, y = problem(SHAPES[3], 0, seed=7)
+def test_train_epoch_batch_sizes_and_orders(
+    backend: ModuleType, sizes: list[int], batch_size: int, order_kind: str
+) -> None:
+    theta, sizes, X, y = problem(sizes, 0, seed=7)
     rng = np.random.default_rng(8)
     order = rng.permutation(ROWS) if order_kind == "permutation" else rng.integers(0, ROWS, 7)
     order = order.astype(np.int64)
@@ -295,6 +306,38 @@ def test_inputs_zero_in_every_row_match_reference(
         W1, W1_before = t[: 37 * 9].reshape(37, 9), theta[: 37 * 9].reshape(37, 9)
         np.testing.assert_array_equal(W1[ALWAYS_ZERO], W1_before[ALWAYS_ZERO])
         assert np.all(W1[[*range(8, 20), 22, 30, 34]] != W1_before[[*range(8, 20), 22, 30, 34]])
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 10, 16, 17, 40])
+@pytest.mark.parametrize(("momentum", "l2"), OPTIMISERS, ids=[f"momentum={m}-l2={r}" for m, r in OPTIMISERS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_wide_first_layer_with_a_part_zero_in_every_row_matches_reference(
+    backend: ModuleType, batch_size: int, momentum: float, l2: float, dtype: type
+) -> None:
+    """A wide first layer (see WIDE) whose rows have every input of one part zero (inputs 0-159 in the
+    rows 0 mod 3, 160-299 in the rows 1 mod 3), so that whole mini-batches have one part empty, and
+    inputs 150-169 (across the cut) zero in every row: the reference's epoch, and plain SGD leaves the
+    weights of inputs zero in every row exactly as they were."""
+    rows = 120
+    theta, sizes, X, y = problem(WIDE, 0, seed=31, rows=rows, dtype=dtype)
+    X[0::3, :160] = 0.0
+    X[1::3, 160:] = 0.0
+    X[:, 150:170] = 0.0
+    # rows sorted so that mini-batches of up to 40 rows hold only rows of one kind, then mixed ones
+    order = np.concatenate([np.arange(0, rows, 3), np.arange(1, rows, 3), np.arange(2, rows, 3)]).astype(np.int64)
+    velocity = np.random.default_rng(32).normal(0.0, 0.01, theta.shape).astype(dtype)
+    t, v = theta.copy(), velocity.copy()
+    t_ref, v_ref = theta.astype(np.float64), velocity.astype(np.float64)
+    c, correct = backend.train_epoch(t, sizes, 0, 0, X, y, order, batch_size, 2.0, momentum, v, l2)
+    c_ref, correct_ref = reference.train_epoch(t_ref, sizes, 0, 0, X.astype(np.float64), y, order, batch_size, 2.0,
+                                               momentum, v_ref, l2)  # fmt: skip
+    rtol = RTOL64_EPOCH if dtype == np.float64 else RTOL32_GRAD
+    assert rel_err(t, t_ref) <= rtol and rel_err(t - theta, t_ref - theta.astype(np.float64)) <= 10 * rtol
+    assert abs(c - c_ref) <= rtol * abs(c_ref) and abs(correct - correct_ref) <= (0 if dtype == np.float64 else 1)
+    if momentum == 0.0 and l2 == 0.0:
+        W1, W1_before = t[: 300 * 9].reshape(300, 9), theta[: 300 * 9].reshape(300, 9)
+        np.testing.assert_array_equal(W1[150:170], W1_before[150:170])
+        assert np.all((W1 != W1_before).any(axis=1)[np.r_[0:150, 170:300]] == X[:, np.r_[0:150, 170:300]].any(axis=0))
 
 
 @pytest.mark.parametrize("batch_size", [1, 10, 40])

@@ -96,10 +96,13 @@ def test_show_config_reports_every_backend(capsys: pytest.CaptureFixture[str]) -
         assert info["backends"]["cpp"]["isa"] in ("baseline", "avx2", "avx512")
 
 
+@pytest.mark.parametrize("batch_size", [10, 100])
 @pytest.mark.parametrize("name", ["cpp", "numba"])
-def test_ctrl_c_stops_training_between_mini_batches(name: str) -> None:
+def test_ctrl_c_stops_training_between_mini_batches(name: str, batch_size: int) -> None:
     """SIGINT during a long epoch raises KeyboardInterrupt within a fraction of a second, and the
-    parameters are those at the start of the interrupted epoch (finite; changed if an epoch ended)."""
+    parameters are those at the start of the interrupted epoch (finite; changed if an epoch ended).
+    Small and large mini-batches (on several cores: the team of threads, its leader checking for
+    SIGINT)."""
     require_backend(name)
     code = textwrap.dedent(
         f"""
@@ -112,7 +115,7 @@ def test_ctrl_c_stops_training_between_mini_batches(name: str) -> None:
         print("ready", flush=True)
         t0 = time.perf_counter()
         try:
-            net.fit(X, y, epochs=50, batch_size=10, optimizer="sgd", eta=0.1)
+            net.fit(X, y, epochs=50, batch_size={batch_size}, optimizer="sgd", eta=0.1)
         except KeyboardInterrupt:
             # fit puts theta back to the start of the interrupted epoch: changed once an epoch is done
             done = net.training_state.done
