@@ -433,6 +433,9 @@ py::tuple train_epoch_many_t(const Net& net, py::array& thetas, const py::array&
     job.status = status.data();
     const int wanted = n_threads > 0 ? n_threads : fastgd::thread_count();
     const int threads = std::max(1, std::min(wanted, job.n_todo));
+    // Each network on one thread when there are several workers, or when one thread was asked for;
+    // a single network left to a default number of threads may use the kernels' own threads.
+    const bool serial = threads > 1 || wanted == 1;
     bool interrupted = false;
     {
         py::gil_scoped_release nogil;  // re-acquired only to run Python's signal handlers
@@ -446,8 +449,8 @@ py::tuple train_epoch_many_t(const Net& net, py::array& thetas, const py::array&
         for (int t = 0; t < threads; ++t) {
             try {
                 std::lock_guard<std::mutex> lock(mutex);
-                workers.emplace_back([&job, &mutex, &finished, &running, threads] {
-                    population_worker<T>(job, threads > 1);
+                workers.emplace_back([&job, &mutex, &finished, &running, serial] {
+                    population_worker<T>(job, serial);
                     std::lock_guard<std::mutex> done(mutex);
                     if (--running == 0) finished.notify_one();
                 });
@@ -456,7 +459,7 @@ py::tuple train_epoch_many_t(const Net& net, py::array& thetas, const py::array&
                 break;  // no more threads to be had: the ones started share the work
             }
         }
-        if (workers.empty()) population_worker<T>(job, false);
+        if (workers.empty()) population_worker<T>(job, serial);
         std::unique_lock<std::mutex> lock(mutex);
         while (!finished.wait_for(lock, std::chrono::milliseconds(20), [&] { return running == 0; })) {
             lock.unlock();

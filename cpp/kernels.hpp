@@ -81,6 +81,10 @@ class SerialScope {
    private:
     bool previous_;
 };
+// True while some parallel_run call that asked for several tasks runs them all on its calling
+// thread (another call has the workers, or a SerialScope): that thread wants a core too, so a
+// worker that has nothing to do should leave rather than spin.
+bool threads_contended();
 // Threads parallel_run uses: $FASTGD_NUM_THREADS if set, else the number of CPUs (at most 64).
 int thread_count();
 

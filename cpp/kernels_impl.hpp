@@ -1194,10 +1194,17 @@ inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
     while (__atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n) team_relax();
 }
 
-// A helper: runs the team's tasks until the leader says the epoch is over.
+// A helper: runs the team's tasks until the leader says the epoch is over, or until another call
+// is running on one core what it wanted to share (two Python threads training at once): then the
+// leader goes on alone rather than the helper spinning on a core the other call needs.
 inline void team_help(Team& t) {
-    while (!__atomic_load_n(&t.over, __ATOMIC_ACQUIRE))
-        if (team_run_one(t) == 0) team_relax();
+    while (!__atomic_load_n(&t.over, __ATOMIC_ACQUIRE)) {
+        const int ran = team_run_one(t);
+        if (ran == 0) {
+            if (threads_contended()) return;
+            team_relax();
+        }
+    }
 }
 
 // The parameter step of a large mini-batch, in kStepChunks tasks over ranges of the packed

@@ -145,8 +145,17 @@ int thread_count() {
     return count;
 }
 
+namespace {
+// parallel_run calls that asked for threads but run on their calling thread (the pool busy, or a
+// SerialScope) at this moment.
+std::atomic<int> serial_callers{0};
+}  // namespace
+
+bool threads_contended() { return serial_callers.load(std::memory_order_relaxed) > 0; }
+
 void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
-    if (tasks > 1 && thread_count() > 1 && !serial_only) {
+    const bool wants_threads = tasks > 1 && thread_count() > 1;
+    if (wants_threads && !serial_only) {
         Pool* p;
         {
             std::lock_guard<std::mutex> lock(pool_mutex);
@@ -156,7 +165,9 @@ void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
         }
         if (p->run(tasks, fn, ctx)) return;
     }
+    if (wants_threads) serial_callers.fetch_add(1, std::memory_order_relaxed);
     for (int t = 0; t < tasks; ++t) fn(ctx, t);
+    if (wants_threads) serial_callers.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace fastgd

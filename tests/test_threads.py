@@ -30,10 +30,15 @@ def problem(seed: int, n: int = 400, n_in: int = 20, n_classes: int = 4) -> tupl
 
 CONFIGS = [
     # (Network kwargs, fit kwargs): plain SGD at batch 10, and batches above 16 rows, which the C++
-    # core also splits over its own worker threads, with momentum and L2
+    # core also splits over its own worker threads, with momentum and L2; then a first layer of 256
+    # inputs or more, which the C++ core splits between two threads at any batch below 256 rows (two
+    # trainings at once: one has the workers, the other runs on its own thread, and the workers leave
+    # the first when they see the second)
     (dict(sizes=[20, 16, 16, 4], dtype="float32", seed=1), dict(epochs=3, batch_size=10, seed=5)),
     (dict(sizes=[20, 24, 4], dtype="float64", seed=2, activation="relu", cost="cross-entropy"),
      dict(epochs=3, batch_size=50, seed=6, optimizer="default")),
+    (dict(sizes=[300, 16, 10, 4], dtype="float32", seed=3), dict(epochs=3, batch_size=10, seed=7)),
+    (dict(sizes=[300, 12, 4], dtype="float64", seed=4), dict(epochs=2, batch_size=40, seed=8, optimizer="default")),
 ]  # fmt: skip
 
 
@@ -66,7 +71,7 @@ def test_two_networks_in_two_threads_equal_serial_training(backend, config: int)
     net_kw, fit_kw = CONFIGS[config]
 
     def make(k: int) -> tuple[Network, np.ndarray, np.ndarray]:
-        X, y = problem(10 + k)
+        X, y = problem(10 + k, n_in=net_kw["sizes"][0])
         return Network(**{**net_kw, "seed": net_kw["seed"] + k}, backend=backend.NAME), X, y
 
     serial = []
