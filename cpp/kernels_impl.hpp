@@ -44,6 +44,14 @@ constexpr int kUnroll = FASTGD_UNROLL;
 constexpr int64_t kPadBytes = 64;
 // Rows between two calls of the stop callback in a training epoch (a few milliseconds of work).
 constexpr int64_t kRowsBetweenStopChecks = 8192;
+// After a mini-batch of m rows of a training epoch (more: rows are left): whether the stop callback,
+// called about every kRowsBetweenStopChecks rows, asks to stop.
+inline bool stop_requested(StopFn stop, void* ctx, int64_t* rows_since_check, int64_t m, bool more) {
+    *rows_since_check += m;
+    if (!stop || !more || *rows_since_check < kRowsBetweenStopChecks) return false;
+    *rows_since_check = 0;
+    return stop(ctx);
+}
 #ifndef FASTGD_PREFETCH_LOCALITY
 #define FASTGD_PREFETCH_LOCALITY 2
 #endif
@@ -1227,19 +1235,24 @@ void run_step_chunk(void* ctx, int chunk) {
 }
 
 template <class T>
-struct Epoch {
+struct EpochArgs {
     Session<T>* s;
     const T* X;
     const int64_t* y;
     const int64_t* order;
-    int64_t n_order, batch;
+    int64_t n_order, batch;  // n_order: on return, the rows used (fewer if stopped)
     T eta, mu, l2;
-    bool momentum, fused;
+    bool momentum;
     StopFn stop;
     void* stop_ctx;
-    Team* team;  // null: no helpers
-    double total;
+    Team* team;    // null: no helpers
+    double total;  // the rows' summed cost
     int status;
+};
+// An epoch in slices of rows (or, up to one block per mini-batch, fused steps).
+template <class T>
+struct Epoch : EpochArgs<T> {
+    bool fused;
 };
 
 template <class T>
@@ -1291,26 +1304,23 @@ void epoch_loop(Epoch<T>& e) {
             }
             for (int j = 0; j < job.slices; ++j) total += job.cost[j];
         }
-        rows_since_check += m;
-        if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
-            rows_since_check = 0;
-            if (e.stop(e.stop_ctx)) {
-                e.status = kStopped;
-                n_order = k + m;  // rows actually used, for the mean cost
-                break;
-            }
+        if (stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order)) {
+            e.status = kStopped;
+            n_order = k + m;  // rows actually used, for the mean cost
+            break;
         }
     }
     e.n_order = n_order;
     e.total = total;
 }
 
-// A member of the epoch's team: task 0 (on the calling thread) leads, any other helps.
-template <class T>
-void epoch_member(void* ctx, int task) {
-    Epoch<T>& e = *static_cast<Epoch<T>*>(ctx);
+// A member of an epoch's team (E has a Team* team): task 0, on the calling thread, runs the epoch's
+// loop and leads; any other helps.
+template <class E, void (*Loop)(E&)>
+void team_member(void* ctx, int task) {
+    E& e = *static_cast<E*>(ctx);
     if (task == 0) {
-        epoch_loop(e);
+        Loop(e);
         __atomic_store_n(&e.team->over, 1, __ATOMIC_RELEASE);
     } else {
         team_help(*e.team);
@@ -1354,30 +1364,19 @@ struct Part {
 };
 
 template <class T>
-struct SplitEpoch {
-    Session<T>* s;
-    const T* X;
-    const int64_t* y;
-    const int64_t* order;
-    int64_t n_order, batch;
-    T eta, mu, l2;
-    bool momentum;
-    StopFn stop;
-    void* stop_ctx;
-    Team* team;
+struct SplitEpoch : EpochArgs<T> {
     Part<T> part[2];
-    T* d0;  // per block, kRowBlock x ld[1]: the first layer's deltas
+    T* d0 = nullptr;  // per block, kRowBlock x ld[1]: the first layer's deltas
     // The parts' phase: the update for blocks [upd_b0, upd_b1) of the mini-batch before, of upd_m
     // rows (none if upd_m == 0), then the forward pass of blocks [fwd_b0, fwd_b1) of the mini-batch
     // order[fwd_k .. fwd_k + fwd_m) (none if fwd_m == 0). The middle's phase: blocks
     // [mid_b0, mid_b1) of the mini-batch order[mid_k .. mid_k + mid_m), its cost summed in cost[0]
     // and cost[1] (see split_buffer).
-    int64_t upd_m, upd_b0, upd_b1, fwd_k, fwd_m, fwd_b0, fwd_b1, mid_k, mid_m, mid_b0, mid_b1;
-    double cost[2];
-    double total;
-    int status;
-    void* mem;
-    void** tables;
+    int64_t upd_m = 0, upd_b0 = 0, upd_b1 = 0, fwd_k = 0, fwd_m = 0, fwd_b0 = 0, fwd_b1 = 0;
+    int64_t mid_k = 0, mid_m = 0, mid_b0 = 0, mid_b1 = 0;
+    double cost[2] = {0, 0};
+    void* mem = nullptr;
+    void** tables = nullptr;
 };
 
 // Blocks of a mini-batch of m rows: the fewest of at most kRowBlock rows, as equal as possible.
@@ -1592,11 +1591,7 @@ void split_loop(SplitEpoch<T>& e) {
             } else {
                 e.total += e.cost[0];
                 e.total += e.cost[1];
-                rows_since_check += m;
-                if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
-                    rows_since_check = 0;
-                    stopping = e.stop(e.stop_ctx);
-                }
+                stopping = stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order);
                 const int64_t left = n_order - (k + m);
                 e.fwd_k = k + m;
                 e.fwd_m = stopping ? 0 : (left < batch ? left : batch);
@@ -1638,29 +1633,13 @@ void split_loop_serial(SplitEpoch<T>& e) {
             split_middle_step(e);
             split_step(e, 1);
         }
-        rows_since_check += m;
-        if (e.stop && rows_since_check >= kRowsBetweenStopChecks && k + m < n_order) {
-            rows_since_check = 0;
-            if (e.stop(e.stop_ctx)) {
-                e.status = kStopped;
-                n_order = k + m;
-                break;
-            }
+        if (stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order)) {
+            e.status = kStopped;
+            n_order = k + m;  // rows actually used, for the mean cost
+            break;
         }
     }
     e.n_order = n_order;
-}
-
-// A member of the epoch's team: task 0 (on the calling thread) leads, any other helps.
-template <class T>
-void split_member(void* ctx, int task) {
-    SplitEpoch<T>& e = *static_cast<SplitEpoch<T>*>(ctx);
-    if (task == 0) {
-        split_loop(e);
-        __atomic_store_n(&e.team->over, 1, __ATOMIC_RELEASE);
-    } else {
-        team_help(*e.team);
-    }
 }
 
 // The parts' scratch for mini-batches of up to `batch` rows; false if out of memory (e.mem and
@@ -1710,6 +1689,31 @@ bool split_open(SplitEpoch<T>& e) {
     return true;
 }
 
+// Runs an epoch (E: Epoch or SplitEpoch) as a team of `members` threads, or as Serial(e) on this
+// thread when members is 1.
+template <class E, void (*Loop)(E&), void (*Serial)(E&)>
+void run_epoch(E& e, int members) {
+    if (members > 1) {
+        Team team;
+        e.team = &team;
+        parallel_run(members, team_member<E, Loop>, &e);
+    } else {
+        Serial(e);
+    }
+}
+
+// An epoch's results: theta (and the velocity) from the packed copies, the mean cost of its rows
+// and the count of them classified correctly (summed over the session's scratch).
+template <class T>
+void finish_epoch(Session<T>& s, T* theta, T* velocity, bool momentum, double total, int64_t rows,
+                  double* mean_cost, int64_t* n_correct) {
+    unpack(s.net, s.P, theta);
+    if (momentum) unpack(s.net, s.V, velocity);
+    *mean_cost = rows > 0 ? total / static_cast<double>(rows) : 0.0;
+    *n_correct = 0;
+    for (int j = 0; j < s.slices; ++j) *n_correct += s.work[j].correct;
+}
+
 template <class T>
 int split_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, const int64_t* order,
                       int64_t n_order, int64_t batch, T eta, T mu, T* velocity, T l2, StopFn stop,
@@ -1719,24 +1723,15 @@ int split_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y
     if (!s.open(model, batch > kRowBlock, use_momentum, 2, true)) return kNoMemory;
     pack(s.net, theta, s.P);
     if (use_momentum) pack(s.net, velocity, s.V);
-    SplitEpoch<T> e{&s, X, y, order, n_order, batch, eta, mu, l2, use_momentum, stop, stop_ctx, nullptr,
-                    {}, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {0, 0}, 0.0, kOk, nullptr, nullptr};
+    SplitEpoch<T> e;
+    static_cast<EpochArgs<T>&>(e) = {&s, X, y, order, n_order, batch, eta, mu, l2, use_momentum, stop, stop_ctx,
+                                     nullptr, 0.0, kOk};
     const bool ok = split_open(e);
     if (ok) {
         // Mini-batches of one row stay on one thread: a row's share of the first layer is too little
         // work to gain from meeting another thread (batch 1: the same or up to 13% slower on two).
-        const int members = batch < 2 || thread_count() < 2 ? 1 : 2;
-        if (members > 1) {
-            Team team;
-            e.team = &team;
-            parallel_run(members, split_member<T>, &e);
-        } else {
-            split_loop_serial(e);
-        }
-        unpack(s.net, s.P, theta);
-        if (use_momentum) unpack(s.net, s.V, velocity);
-        *mean_cost = e.n_order > 0 ? e.total / static_cast<double>(e.n_order) : 0.0;
-        *n_correct = s.work[0].correct + s.work[1].correct;
+        run_epoch<SplitEpoch<T>, split_loop<T>, split_loop_serial<T>>(e, batch < 2 || thread_count() < 2 ? 1 : 2);
+        finish_epoch(s, theta, velocity, use_momentum, e.total, e.n_order, mean_cost, n_correct);
     }
     std::free(e.mem);
     std::free(e.tables);
@@ -1759,22 +1754,12 @@ int k_train_epoch(const Model& model, T* theta, const T* X, const int64_t* y, co
     if (!s.open(model, !fused, use_momentum, fused ? 1 : kSlices, true)) return kNoMemory;
     pack(s.net, theta, s.P);
     if (use_momentum) pack(s.net, velocity, s.V);
-    Epoch<T> e{&s,   X,     y,        order,   n_order, batch,   static_cast<T>(eta_), static_cast<T>(momentum_),
-               static_cast<T>(l2_), use_momentum, fused, stop, stop_ctx, nullptr, 0.0, kOk};
+    Epoch<T> e{{&s, X, y, order, n_order, batch, static_cast<T>(eta_), static_cast<T>(momentum_),
+                static_cast<T>(l2_), use_momentum, stop, stop_ctx, nullptr, 0.0, kOk},
+               fused};
     const int slices = fused ? 1 : n_slices(batch);
-    const int members = thread_count() < slices ? thread_count() : slices;
-    if (members > 1) {
-        Team team;
-        e.team = &team;
-        parallel_run(members, epoch_member<T>, &e);
-    } else {
-        epoch_loop(e);
-    }
-    unpack(s.net, s.P, theta);
-    if (use_momentum) unpack(s.net, s.V, velocity);
-    *mean_cost = e.n_order > 0 ? e.total / static_cast<double>(e.n_order) : 0.0;
-    *n_correct = 0;
-    for (int j = 0; j < (fused ? 1 : kSlices); ++j) *n_correct += s.work[j].correct;
+    run_epoch<Epoch<T>, epoch_loop<T>, epoch_loop<T>>(e, thread_count() < slices ? thread_count() : slices);
+    finish_epoch(s, theta, velocity, use_momentum, e.total, e.n_order, mean_cost, n_correct);
     return e.status;
 }
 
