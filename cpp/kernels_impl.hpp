@@ -740,6 +740,29 @@ struct Update {
     T* V;           // kMomentumStep: the packed velocity
 };
 
+// Apply `up` to one layer (or rows [lo, lo + n_in) of one): its weights W (n_in rows of ldw) and
+// biases b, from the R rows `in` of its inputs and the deltas d. kAccumulate and kAssign write the
+// target buffer's W and b (only the rows listed in idx, when given); kStep and kMomentumStep step the
+// parameters W and b (and the velocity's VW and Vb).
+template <class T, int R>
+void layer_update(const Update<T>& up, const T* const* in, int64_t n_in, const T* d, int64_t ldw, T* W, T* b,
+                  T* VW, T* Vb, const int32_t* idx, int64_t n_idx) {
+    switch (up.kind) {
+        case Update<T>::kAccumulate:
+            dense_rank_update<T, R>(in, n_in, d, up.scale, W, b, ldw, idx, n_idx);
+            break;
+        case Update<T>::kAssign:
+            dense_rank_update<T, R, true>(in, n_in, d, up.scale, W, b, ldw, idx, n_idx);
+            break;
+        case Update<T>::kStep:
+            dense_step<T, R, false>(in, n_in, d, up.scale, up.eta, up.mu, up.l2, W, b, nullptr, nullptr, ldw);
+            break;
+        case Update<T>::kMomentumStep:
+            dense_step<T, R, true>(in, n_in, d, up.scale, up.eta, up.mu, up.l2, W, b, VW, Vb, ldw);
+            break;
+    }
+}
+
 // Backward pass of the block after block_forward and block_cost (output deltas in w.D0): for
 // each layer from the last down to layer `last`, backpropagate the deltas with the layer's
 // weights as they were, then apply the update to that layer. Returns the deltas of layer
@@ -758,22 +781,10 @@ T* block_backward(Work<T>& w, const Update<T>& up, int last = 0) {
         const int64_t wo = net.woff[l], bo = net.boff[l];
         // The input layer's nonzero inputs, listed by block_forward for these rows.
         const int32_t* idx = l == 0 ? w.idx : nullptr;
-        switch (up.kind) {
-            case Update<T>::kAccumulate:
-                dense_rank_update<T, R>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, idx, w.n_idx);
-                break;
-            case Update<T>::kAssign:
-                dense_rank_update<T, R, true>(in, net.n[l], d, up.scale, up.target + wo, up.target + bo, ldo, idx, w.n_idx);
-                break;
-            case Update<T>::kStep:
-                dense_step<T, R, false>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
-                                        nullptr, nullptr, ldo);
-                break;
-            case Update<T>::kMomentumStep:
-                dense_step<T, R, true>(in, net.n[l], d, up.scale, up.eta, up.mu, up.l2, w.P + wo, w.P + bo,
-                                       up.V + wo, up.V + bo, ldo);
-                break;
-        }
+        T* target = up.kind == Update<T>::kAccumulate || up.kind == Update<T>::kAssign ? up.target : w.P;
+        T* V = up.kind == Update<T>::kMomentumStep ? up.V : nullptr;
+        layer_update<T, R>(up, in, net.n[l], d, ldo, target + wo, target + bo, V ? V + wo : nullptr,
+                           V ? V + bo : nullptr, idx, w.n_idx);
         T* t = d;
         d = dnext;
         dnext = t;
@@ -1255,6 +1266,16 @@ struct Epoch : EpochArgs<T> {
     bool fused;
 };
 
+// The fused step of a mini-batch of m rows that is one block: plain SGD adds -eta/m x^T delta to
+// the parameters directly; with momentum or L2, the optimizer's step on the gradient.
+template <class T>
+Update<T> step_update(const EpochArgs<T>& e, int64_t m) {
+    const T inv_m = T(1) / static_cast<T>(m);
+    if (e.momentum) return Update<T>{Update<T>::kMomentumStep, nullptr, inv_m, e.eta, e.mu, e.l2, e.s->V};
+    if (e.l2 != 0) return Update<T>{Update<T>::kStep, nullptr, inv_m, e.eta, e.mu, e.l2, nullptr};
+    return Update<T>{Update<T>::kAccumulate, e.s->P, -e.eta / static_cast<T>(m), 0, 0, 0, nullptr};
+}
+
 template <class T>
 void epoch_loop(Epoch<T>& e) {
     Session<T>& s = *e.s;
@@ -1270,11 +1291,7 @@ void epoch_loop(Epoch<T>& e) {
     for (int64_t k = 0; k < n_order; k += batch) {
         const int64_t m = n_order - k < batch ? n_order - k : batch;
         if (e.fused) {
-            Update<T> up{Update<T>::kStep, nullptr, T(1) / static_cast<T>(m), eta, mu, l2, s.V};
-            if (e.momentum)
-                up.kind = Update<T>::kMomentumStep;
-            else if (l2 == 0)
-                up = Update<T>{Update<T>::kAccumulate, s.P, -eta / static_cast<T>(m), 0, 0, 0, nullptr};
+            const Update<T> up = step_update<T>(e, m);
             const int R = static_cast<int>(m);
             for (int r = 0; r < R; ++r) {
                 const int64_t row = order[k + r];
@@ -1382,6 +1399,15 @@ struct SplitEpoch : EpochArgs<T> {
 // Blocks of a mini-batch of m rows: the fewest of at most kRowBlock rows, as equal as possible.
 inline int64_t batch_blocks(int64_t m) { return (m + kRowBlock - 1) / kRowBlock; }
 
+// What a block's backward pass does in a mini-batch of m rows: for a mini-batch of one block, the
+// fused step; else add its share of the gradient to the buffer G (first: overwrite it).
+template <class T>
+Update<T> block_update(const EpochArgs<T>& e, int64_t m, bool first, T* G) {
+    if (batch_blocks(m) == 1) return step_update<T>(e, m);
+    return Update<T>{first ? Update<T>::kAssign : Update<T>::kAccumulate, G, T(1) / static_cast<T>(m), 0, 0, 0,
+                     nullptr};
+}
+
 // Cache lines of part p of rows order[0..count) into p.prefetch; returns how many.
 template <class T>
 int64_t plan_part_prefetch(const Part<T>& p, const T* X, int64_t n0, const int64_t* order, int64_t count) {
@@ -1434,25 +1460,13 @@ void split_update(SplitEpoch<T>& e, int h, int64_t m, int64_t b) {
     Part<T>& p = e.part[h];
     const int64_t ld1 = s.net.ld[1], blocks = batch_blocks(m);
     const int64_t wo = s.net.woff[0] + p.lo * ld1;
-    const T inv_m = T(1) / static_cast<T>(m);
     const int R = static_cast<int>(m * (b + 1) / blocks - m * b / blocks);
-    const T* const* rows = p.rows + b * kRowBlock;
-    const int32_t* idx = p.idx + b * (p.n + 16);
-    const T* d = e.d0 + b * kRowBlock * ld1;
+    const Update<T> up = block_update<T>(e, m, b == 0, s.G[0]);
+    T* W = (blocks > 1 ? s.G[0] : s.P) + wo;
+    T* VW = up.kind == Update<T>::kMomentumStep ? s.V + wo : nullptr;
     with_rows(R, [&](auto rr) {
-        constexpr int RR = decltype(rr)::value;
-        if (blocks > 1) {
-            if (b == 0)
-                dense_rank_update<T, RR, true>(rows, p.n, d, inv_m, s.G[0] + wo, p.gb, ld1, idx, p.n_idx[b]);
-            else
-                dense_rank_update<T, RR>(rows, p.n, d, inv_m, s.G[0] + wo, p.gb, ld1, idx, p.n_idx[b]);
-        } else if (e.momentum) {
-            dense_step<T, RR, true>(rows, p.n, d, inv_m, e.eta, e.mu, e.l2, s.P + wo, p.b, s.V + wo, p.vb, ld1);
-        } else if (e.l2 != 0) {
-            dense_step<T, RR, false>(rows, p.n, d, inv_m, e.eta, e.mu, e.l2, s.P + wo, p.b, nullptr, nullptr, ld1);
-        } else {
-            dense_rank_update<T, RR>(rows, p.n, d, -e.eta * inv_m, s.P + wo, p.b, ld1, idx, p.n_idx[b]);
-        }
+        layer_update<T, decltype(rr)::value>(up, p.rows + b * kRowBlock, p.n, e.d0 + b * kRowBlock * ld1, ld1, W,
+                                             blocks > 1 ? p.gb : p.b, VW, p.vb, p.idx + b * (p.n + 16), p.n_idx[b]);
     });
 }
 
@@ -1478,7 +1492,6 @@ void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool
     Session<T>& s = *e.s;
     Work<T>& w = s.work[j];
     const int64_t ld1 = s.net.ld[1], blocks = batch_blocks(m);
-    const T inv_m = T(1) / static_cast<T>(m);
     const int64_t j0 = m * b / blocks, j1 = m * (b + 1) / blocks;
     const int R = static_cast<int>(j1 - j0);
     for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + j0 + r]];
@@ -1486,13 +1499,7 @@ void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool
     const T* z0 = e.part[0].z + b * kRowBlock * ld1;
     const T* z1 = e.part[1].z + b * kRowBlock * ld1;
     for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
-    Update<T> up{Update<T>::kStep, nullptr, inv_m, e.eta, e.mu, e.l2, s.V};
-    if (blocks > 1)
-        up = Update<T>{first ? Update<T>::kAssign : Update<T>::kAccumulate, s.G[j], inv_m, 0, 0, 0, nullptr};
-    else if (e.momentum)
-        up.kind = Update<T>::kMomentumStep;
-    else if (e.l2 == 0)
-        up = Update<T>{Update<T>::kAccumulate, s.P, -e.eta * inv_m, 0, 0, 0, nullptr};
+    const Update<T> up = block_update<T>(e, m, first, s.G[j]);
     with_rows(R, [&](auto rr) {
         constexpr int RR = decltype(rr)::value;
         finish_layer<T>(w, 0, z, RR);
