@@ -1049,16 +1049,25 @@ inline void slice_rows(int64_t m, int slices, int slice, int64_t* first, int64_t
     *last = m * (slice + 1) / slices;
 }
 
-// The cache lines of rows order[0..count) of X (row length n0), into w.prefetch.
+// The cache lines of columns [lo, lo + n) of rows order[0..count) of X (row length n0), into out
+// (room for lines_per_row(n) per row: the last line is listed too, for rows that do not start a
+// line); returns how many.
 template <class T>
-void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int64_t count) {
+int64_t plan_lines(const void** out, const T* X, int64_t n0, int64_t lo, int64_t n, const int64_t* order,
+                   int64_t count) {
     constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
     int64_t k = 0;
     for (int64_t r = 0; r < count; ++r) {
-        const T* row = X + order[r] * n0;
-        for (int64_t i = 0; i < n0; i += kLine) w.prefetch[k++] = row + i;
+        const T* row = X + order[r] * n0 + lo;
+        for (int64_t i = 0; i < n; i += kLine) out[k++] = row + i;
+        out[k++] = row + n - 1;
     }
-    w.n_prefetch = k;
+    return k;
+}
+// The whole rows order[0..count) into w.prefetch.
+template <class T>
+void plan_prefetch(Work<T>& w, const T* X, int64_t n0, const int64_t* order, int64_t count) {
+    w.n_prefetch = plan_lines(w.prefetch, X, n0, 0, n0, order, count);
 }
 
 // theta -= eta * (G + l2 * W), or with momentum: V = mu V - eta (G + l2 W); theta += V, where G is
@@ -1408,19 +1417,6 @@ Update<T> block_update(const EpochArgs<T>& e, int64_t m, bool first, T* G) {
                      nullptr};
 }
 
-// Cache lines of part p of rows order[0..count) into p.prefetch; returns how many.
-template <class T>
-int64_t plan_part_prefetch(const Part<T>& p, const T* X, int64_t n0, const int64_t* order, int64_t count) {
-    constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
-    int64_t k = 0;
-    for (int64_t r = 0; r < count; ++r) {
-        const T* row = X + order[r] * n0 + p.lo;
-        for (int64_t i = 0; i < p.n; i += kLine) p.prefetch[k++] = row + i;
-        p.prefetch[k++] = row + p.n - 1;
-    }
-    return k;
-}
-
 // Block b of part h's forward pass over the mini-batch order[k .. k + m): the block's nonzero
 // inputs and partial weighted inputs; the next rows (the next block, or the first block of the
 // mini-batch after) are prefetched on the way.
@@ -1435,11 +1431,12 @@ void split_forward(SplitEpoch<T>& e, int h, int64_t k, int64_t m, int64_t b) {
     for (int r = 0; r < R; ++r) rows[r] = e.X + e.order[k + j0 + r] * n0 + p.lo;
     int64_t n_pf;
     if (b + 1 < blocks) {
-        n_pf = plan_part_prefetch(p, e.X, n0, e.order + k + j1, m * (b + 2) / blocks - j1);
+        n_pf = plan_lines(p.prefetch, e.X, n0, p.lo, p.n, e.order + k + j1, m * (b + 2) / blocks - j1);
     } else {
         const int64_t next = k + m, left = e.n_order - next;
         const int64_t next_m = left < e.batch ? left : e.batch;
-        n_pf = next_m > 0 ? plan_part_prefetch(p, e.X, n0, e.order + next, next_m / batch_blocks(next_m)) : 0;
+        n_pf = next_m > 0 ? plan_lines(p.prefetch, e.X, n0, p.lo, p.n, e.order + next, next_m / batch_blocks(next_m))
+                          : 0;
     }
     int32_t* idx = p.idx + b * (p.n + 16);
     T* z = p.z + b * kRowBlock * ld1;
@@ -1485,7 +1482,7 @@ void split_step(SplitEpoch<T>& e, int h) {
 // Block b of the middle of the mini-batch order[k .. k + m), after both parts' forward passes:
 // the first layer's weighted inputs (the two partial sums added), the other layers forward and
 // backward with their updates, the cost (into e.cost[j]), and the first layer's deltas into e.d0.
-// A mini-batch of several blocks has its blocks in two halves (split_half), each half with its
+// A mini-batch of several blocks has its blocks in two halves (split_buffer), each half with its
 // own scratch and gradient buffer j; a mini-batch of one block is stepped as it goes.
 template <class T>
 void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool first) {
@@ -1661,7 +1658,7 @@ bool split_open(SplitEpoch<T>& e) {
     const int64_t n_t = zb + 2 * (zb + 4 * ld1);
     e.mem = std::aligned_alloc(static_cast<size_t>(kPadBytes), static_cast<size_t>(n_t) * sizeof(T));
     // Pointer-sized slots: per part rows, idx (int32, n + 16 per block), n_idx, prefetch.
-    const int64_t lines = lines_per_row<T>(n0) + 1;
+    const int64_t lines = lines_per_row<T>(n0);
     const int64_t slots = 2 * (blocks * kRowBlock + blocks * (n0 + 16) + blocks + kRowBlock * lines);
     e.tables = static_cast<void**>(std::malloc(sizeof(void*) * static_cast<size_t>(slots)));
     if (!e.mem || !e.tables) return false;
