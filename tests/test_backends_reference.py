@@ -463,6 +463,19 @@ def numba_results_per_thread_count(tmp_path, case: dict[str, np.ndarray], code: 
     return results
 
 
+def numba_script_result(tmp_path, case: dict[str, np.ndarray], code: str) -> np.ndarray:  # noqa: ANN001
+    """Runs the script ``code`` (case file in sys.argv[1], saves its array to sys.argv[2]) in a fresh process, with a
+    timeout (a team of threads that hangs fails the test); returns the array."""
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "case.npz", **case)
+    out = tmp_path / "out.npy"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True, timeout=600,
+                   capture_output=True, text=True)  # fmt: skip
+    return np.load(out)
+
+
 def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
     """Numba sums a large mini-batch's slices on its threads in a fixed order: any NUMBA_NUM_THREADS, one result."""
     from helpers import require_backend
@@ -481,14 +494,10 @@ def test_numba_team_finishes_alone_when_its_members_run_one_after_another(tmp_pa
     """A team of threads shares an epoch's large mini-batches; the threading layer may run its members one after
     the other on a single thread. The first then does all the work, with the same result as the slices run in
     order; no member waits for one that has not started (a hang here fails by the subprocess's timeout)."""
-    import subprocess
-    import sys
-
     from helpers import require_backend
 
     require_backend("numba")
     theta, sizes, X, y = problem(SHAPES[3], 0, seed=18, rows=600)
-    np.savez(tmp_path / "case.npz", theta=theta, sizes=sizes, X=X, y=y)
     # mini-batches of 257, 257 and 86 rows: four slices, then two
     code = """
 import sys, numba, numpy as np
@@ -506,13 +515,114 @@ for members in (0, 2, nb._SLICES):
     results.append(np.append(t, [c, k]))
 np.save(sys.argv[2], np.array(results))
 """
-    out = tmp_path / "out.npy"
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "case.npz"), str(out)], check=True, timeout=600,
-                   capture_output=True, text=True)  # fmt: skip
-    serial, team2, team_all = np.load(out)
+    serial, team2, team_all = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
     assert np.array_equal(team2, serial)
     assert np.array_equal(team_all, serial)
     assert not np.array_equal(serial[:-2], theta)  # the epoch took its steps
+
+
+def test_numba_wide_first_layer_does_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
+    """Numba trains a wide first layer (see WIDE) in two parts by input, on two threads for mini-batches of 4-63
+    rows: the same bits with NUMBA_NUM_THREADS 1 (the parts one after the other) and 2, for plain SGD, momentum
+    and l2, with a partial last mini-batch."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(WIDE, 1, seed=41, rows=250)
+    code = """
+out = []
+for batch in (4, 10, 17, 63):
+    for momentum, l2 in ((0.0, 0.0), (0.9, 0.0), (0.0, 0.05)):
+        t = d['theta'].copy(); v = np.full_like(t, 0.01)
+        order = np.random.default_rng(batch).permutation(250)
+        c, k = nb.train_epoch(t, d['sizes'], 1, 2, d['X'], d['y'], order, batch, 0.5, momentum, v, l2)
+        out.append(np.concatenate([t, v, [c, k]]))
+np.save(sys.argv[2], np.array(out))
+"""
+    results = numba_results_per_thread_count(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    assert np.array_equal(results[0], results[1])
+    assert all(not np.array_equal(r[: theta.size], theta) for r in results[0])  # every epoch took its steps
+
+
+def test_numba_split_team_finishes_alone_when_its_members_run_one_after_another(tmp_path) -> None:  # noqa: ANN001
+    """The two threads of a split first layer are a team as well: run one after the other on a single thread, the
+    first does both parts' tasks, with the parts' result in order; no member waits for one that has not started
+    (a hang here fails by the subprocess's timeout)."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(WIDE, 0, seed=42, rows=250)
+    code = """
+import sys, numba, numpy as np
+from fastgd.backends import _numba as nb
+d = np.load(sys.argv[1])
+numba.set_num_threads(1)
+order = np.random.default_rng(4).permutation(250)
+results = []
+for mode, momentum in ((nb._STEP_SGD, 0.0), (nb._STEP_GENERAL, 0.9)):
+    for members in (0, 2):
+        t = d['theta'].copy(); v = np.full_like(t, 0.01)
+        G = t[:0] if mode == nb._STEP_SGD else np.empty_like(t)
+        w = nb._SplitScratch(t, d['sizes'], 10)
+        args = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 10, mode, 0.5, momentum, v, 0.0, G,
+                *w.args())
+        c, k = nb._split_team_batches(*args, members) if members else nb._split_batches(*args)
+        results.append(np.concatenate([t, v, [c, k]]))
+np.save(sys.argv[2], np.array(results))
+"""
+    results = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    sgd_serial, sgd_team, momentum_serial, momentum_team = results
+    assert np.array_equal(sgd_team, sgd_serial)
+    assert np.array_equal(momentum_team, momentum_serial)
+    assert not np.array_equal(sgd_serial[: theta.size], theta)  # the epoch took its steps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("n_out", [5, 10, 20])
+def test_numba_output_counts_the_first_largest_output(dtype: type, n_out: int) -> None:
+    """The rows classified correctly: a row's answer is its first largest output (one vector per row: 5 and 10
+    float32 outputs, 5 float64; lane by lane otherwise); a NaN output is never the largest, and a NaN first
+    output stays the answer."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    from fastgd.backends import _numba
+
+    rng = np.random.default_rng(43)
+    rows = []
+    for case in range(8):
+        z = rng.permutation(np.linspace(-2.0, 2.0, n_out))  # distinct, and distinct after the sigmoid
+        if case == 1:
+            z[[1, n_out - 2]] = 3.0  # a tie: the first wins
+        elif case == 2:
+            z[0] = np.nan
+        elif case == 3:
+            z[n_out // 2] = np.nan
+        elif case == 4:
+            z[:] = np.nan
+        elif case == 5:
+            z[n_out - 1] = 3.0
+        elif case == 6:
+            z[0] = 3.0
+        rows.append(z)
+    Z = np.array(rows, dtype=dtype)
+    A = 1.0 / (1.0 + np.exp(-Z.astype(np.float64)))
+
+    def first_largest(row: np.ndarray) -> int:
+        best = 0
+        for j in range(1, row.size):
+            if row[j] > row[best]:
+                best = j
+        return best
+
+    answers = np.array([first_largest(row) for row in A], dtype=np.int64)
+    assert list(answers[[1, 2, 4, 5, 6]]) == [1, 0, 0, n_out - 1, 0]
+    m = len(rows)
+    identity = np.arange(m, dtype=np.int64)
+    for labels, want in ((answers, m), ((answers + 1) % n_out, 0)):
+        a = Z.ravel().copy()
+        _, correct = _numba._output(a, 0, m, n_out, 0, labels, identity, 0, True)
+        assert correct == want, labels
 
 
 def test_numba_long_forward_passes_do_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001

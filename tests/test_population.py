@@ -94,6 +94,26 @@ def test_bit_identical_to_separate_fits_with_large_mini_batches(
         assert net.history.train_cost == want.history.train_cost
 
 
+@pytest.mark.parametrize(("optimizer", "batch_size"), [("sgd", 10), (MOMENTUM, 20), ("sgd", 1)])
+def test_bit_identical_to_separate_fits_with_a_wide_first_layer(
+    backend: ModuleType, optimizer: str | fastgd.Optimizer, batch_size: int
+) -> None:
+    """A first layer of 256 inputs or more is trained in two parts by input, on two threads in fit and one part
+    after the other in train_many (small mini-batches; batch 1 stays whole): the same."""
+    sizes = [300, 6, 4]
+    rng = np.random.default_rng(8)
+    X = rng.random((97, 300)) * (rng.random((97, 300)) < 0.3)
+    y = rng.integers(0, 4, 97)
+    seeds, etas = [1, 2, 3], [0.3, 1.0, 0.1]
+    pop = train_many(sizes, X, y, seeds, etas=etas, epochs=2, batch_size=batch_size, optimizer=optimizer,
+                     dtype="float32", backend=backend.NAME)  # fmt: skip
+    for k, (s, e) in enumerate(zip(seeds, etas)):
+        net = Network(sizes, seed=s, dtype="float32", backend=backend.NAME)
+        net.fit(X, y, eta=e, seed=s, epochs=2, batch_size=batch_size, optimizer=optimizer)
+        np.testing.assert_array_equal(pop[k].theta, net.theta, err_msg=f"network {k}")
+        assert pop[k].history.train_cost == net.history.train_cost
+
+
 @pytest.mark.parametrize("K", [1, 5])
 def test_thread_count_does_not_change_results(backend: ModuleType, K: int) -> None:
     X, y = _data()
