@@ -152,6 +152,11 @@ def summarize(one: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
         parts.append(f"numba / cpp epoch time: median {statistics.median(r):.2f}, highest {max(r):.2f}, "
                      f"{sum(x > 2 for x in r)} of {len(r)} above 2; per-cell medians "
                      f"{min(per_cell):.2f}-{max(per_cell):.2f}")  # fmt: skip
+        parts += ["", "numba / cpp per cell: median (runs above 2)", "| threads | dtype | batch | ratio |",
+                  "| --- | --- | ---: | ---: |"]
+        for runs, title in ((one, "one"), (every, "every core")):
+            for (dtype, batch), x in sorted(cell_ratios(runs).items()):
+                parts.append(f"| {title} | {dtype} | {batch} | {statistics.median(x):.2f} ({sum(v > 2 for v in x)}) |")
     return "\n".join(parts)
 
 

@@ -664,6 +664,16 @@ def _affine(x, rows, rows_off, x_base, n_in, m, theta, w_off, bias, b_off, n_out
         _affine8(x, rows, rows_off + g, x_base, n_in, theta, w_off, bias, b_off, n_out, z, z_off + g * n_out, nzi,
                  n_nz)
     for g in range(g8, m, 4):
+        if g == m - 1:  # a last row alone (batch 1): one sum, not four
+            x0 = x_base + rows[rows_off + g] * n_in
+            for j in range(0, n_out, lanes):
+                c = n_out - j
+                z0 = _vload(bias, b_off + j, c)
+                for t in range(n_nz):
+                    i = nzi[t]
+                    z0 = _vmuladd(z0, _vsplat(_get(x, x0 + i)), _vload(theta, w_off + i * n_out + j, c))
+                _vstore(z, z_off + g * n_out + j, z0, c)
+            break
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
         x1 = x_base + rows[rows_off + b1] * n_in
@@ -768,6 +778,18 @@ def _add_outer(target, w_off, bias_target, b_off, n_out, x, rows, rows_off, x_ba
         _add_outer8(target, w_off, bias_target, b_off, n_out, x, rows, rows_off + g, x_base, n_in, scale, delta,
                     d_off + g * n_out, nzi, n_nz)
     for g in range(g8, m, 4):
+        if g == m - 1:  # a last row alone (batch 1): one multiply-add per weight, not four
+            x0 = x_base + rows[rows_off + g] * n_in
+            for j in range(0, n_out, lanes):
+                c = n_out - j
+                d0 = _vmuladd(nothing, s, _vload(delta, d_off + g * n_out + j, c))
+                for q0 in range(passes):
+                    for q in range(q0, n_nz, passes):
+                        i = nzi[q]
+                        w = w_off + i * n_out + j
+                        _vstore(target, w, _vmuladd(_vload(target, w, c), _vsplat(_get(x, x0 + i)), d0), c)
+                _vstore(bias_target, b_off + j, _vadd(_vload(bias_target, b_off + j, c), d0), c)
+            break
         b0, b1, b2, b3 = g, min(g + 1, m - 1), min(g + 2, m - 1), min(g + 3, m - 1)
         x0 = x_base + rows[rows_off + b0] * n_in
         x1 = x_base + rows[rows_off + b1] * n_in
