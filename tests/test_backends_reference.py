@@ -522,7 +522,7 @@ np.save(sys.argv[2], np.array(results))
 
 
 def test_numba_wide_first_layer_does_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
-    """Numba trains a wide first layer (see WIDE) in two parts by input, on two threads for mini-batches of 4-63
+    """Numba trains a wide first layer (see WIDE) in two parts by input, on two threads for mini-batches of 6-63
     rows: the same bits with NUMBA_NUM_THREADS 1 (the parts one after the other) and 2, for plain SGD, momentum
     and l2, with a partial last mini-batch."""
     from helpers import require_backend
@@ -531,7 +531,7 @@ def test_numba_wide_first_layer_does_not_depend_on_the_thread_count(tmp_path) ->
     theta, sizes, X, y = problem(WIDE, 1, seed=41, rows=250)
     code = """
 out = []
-for batch in (4, 10, 17, 63):
+for batch in (6, 10, 17, 63):
     for momentum, l2 in ((0.0, 0.0), (0.9, 0.0), (0.0, 0.05)):
         t = d['theta'].copy(); v = np.full_like(t, 0.01)
         order = np.random.default_rng(batch).permutation(250)

@@ -32,7 +32,7 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
   fixed order. On two or more threads a team shares a chunk's slices and steps in one parallel
   region (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the
   same result as the slices run in turn.
-* Mini-batches of 4 to 63 rows of a network with 256 inputs or more (MNIST's 784) have the first
+* Mini-batches of 6 to 63 rows of a network with 256 inputs or more (MNIST's 784) have the first
   layer's weights cut in two by input, each part updated and used by one of two threads, which pass
   each other only the small arrays of partial weighted inputs and deltas (:func:`_split_team_batches`;
   on one thread the same operations one after the other, :func:`_split_batches`).
@@ -1452,9 +1452,12 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
 # train_many) the same operations run one after the other (_split_batches).
 
 _MIN_SPLIT_INPUTS = 256
-# Below this many rows a mini-batch's work is too small to share: with the first layer in two parts,
-# batch 2 was 1.13 times as long on one thread and 1.02 on two (batch 4: 1.04 and 0.89).
-_MIN_SPLIT_ROWS = 4
+# Below this many rows a mini-batch's work is too small to share: split, batches of 2-5 rows were
+# 1.04-1.16 times as long as whole on one thread and 0.89-1.55 on two, batch 6 1.05-1.08 and
+# 0.79-1.14, batch 10 1.06-1.07 and 0.82-0.85 (python benchmarks/numba_split.py, two to four runs
+# per batch size). From _SLICED_MIN_ROWS rows the row slices are faster (split on two threads: 1.18-1.30
+# times as long at batch 64-200).
+_MIN_SPLIT_ROWS = 6
 
 
 @_jit
