@@ -1483,10 +1483,9 @@ def _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_
     lo, n = _part_columns(n0, h)
     _prefetch_rows(X, order, r0 + m, min(r0 + m + batch_size, stop), n0, lo, n)
     n_nz[h, 0] = _nonzero_inputs(X, order, r0, lo, n0, n, m, nzi[h])
-    if h == 0:
-        _affine(X, order, r0, lo, n0, m, theta, lo * n1, theta, n0 * n1, n1, z[h], 0, nzi[h], n_nz[h, 0])
-    else:  # bias[0]: zeros
-        _affine(X, order, r0, lo, n0, m, theta, lo * n1, bias[0], 0, n1, z[h], 0, nzi[h], n_nz[h, 0])
+    # part 1 adds no biases: bias[0] holds zeros (one call site for both parts: each is compiled code)
+    b, b_off = (theta, n0 * n1) if h == 0 else (bias[0], 0)
+    _affine(X, order, r0, lo, n0, m, theta, lo * n1, b, b_off, n1, z[h], 0, nzi[h], n_nz[h, 0])
 
 
 @_jit
@@ -1502,10 +1501,9 @@ def _part_update(h, theta, sizes, X, order, r0, m, mode, eta, momentum, velocity
         G[w0:w1] = 0
         if h == 0:
             G[b0 : b0 + n1] = 0
-    if h == 0:
-        _add_outer(target, w0, target, b0, n1, X, order, r0, lo, n0, m, scale, deltas, 0, nzi[h], n_nz[h, 0])
-    else:  # bias[1]: where part 1's copy of the bias update goes, unused
-        _add_outer(target, w0, bias[1], 0, n1, X, order, r0, lo, n0, m, scale, deltas, 0, nzi[h], n_nz[h, 0])
+    # part 1's copy of the bias update goes to bias[1], unused
+    b, b_off = (target, b0) if h == 0 else (bias[1], 0)
+    _add_outer(target, w0, b, b_off, n1, X, order, r0, lo, n0, m, scale, deltas, 0, nzi[h], n_nz[h, 0])
     if mode == _STEP_GENERAL:
         _general_step(theta, G, velocity, w0, w1, w1, m, eta, momentum, l2)
         if h == 0:
