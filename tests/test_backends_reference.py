@@ -491,34 +491,98 @@ def test_numba_large_mini_batches_do_not_depend_on_the_thread_count(tmp_path) ->
 
 
 def test_numba_team_finishes_alone_when_its_members_run_one_after_another(tmp_path) -> None:  # noqa: ANN001
-    """A team of threads shares an epoch's large mini-batches; the threading layer may run its members one after
-    the other on a single thread. The first then does all the work, with the same result as the slices run in
-    order; no member waits for one that has not started (a hang here fails by the subprocess's timeout)."""
+    """A team of threads shares an epoch's large mini-batches; a helper thread may start late, or only when the
+    leader is done. The leader then does all the work, with the same result as the slices run in order, and the
+    late helper finds nothing left to do; no member waits for one that has not started (a hang here fails by the
+    subprocess's timeout). Teams of 2 and 4 threads give that result too."""
     from helpers import require_backend
 
     require_backend("numba")
     theta, sizes, X, y = problem(SHAPES[3], 0, seed=18, rows=600)
     # mini-batches of 257, 257 and 86 rows: four slices, then two
     code = """
-import sys, numba, numpy as np
+import sys, numpy as np
 from fastgd.backends import _numba as nb
 d = np.load(sys.argv[1])
-numba.set_num_threads(1)
 order = np.random.default_rng(3).permutation(600)
 results = []
-for members in (0, 2, nb._SLICES):
+for members in (0, 1, 2, nb._SLICES):
     t = d['theta'].copy()
     w = nb._SliceScratch(t, d['sizes'], 257)
-    args = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 600, 257, 0.5, 0.0, t[:0], 0.0,
-            w.G, w.acts, w.deltas, w.identity)
-    c, k = nb._team_batches(*args, members) if members else nb._sliced_batches(*args)
+    shared = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order)
+    step = (w.G, w.acts, w.deltas, w.identity)
+    if members == 0:
+        c, k = nb._sliced_batches(*shared, 0, 600, 257, 0.5, 0.0, t[:0], 0.0, *step)
+    elif members == 1:  # the leader alone, then a helper
+        team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
+        costs, hits = np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64)
+        eta, zero = t.dtype.type(0.5), t.dtype.type(0.0)
+        c, k = nb._team_lead(team, *shared, 0, 600, 257, eta, zero, t[:0], zero, *step, costs, hits)
+        team[nb._T_OVER] = 1
+        nb._team_help(team, *shared, eta, zero, t[:0], zero, *step, costs, hits)
+    else:
+        c, k = nb._team_batches(*shared, 0, 600, 257, 0.5, 0.0, t[:0], 0.0, *step, members)
     results.append(np.append(t, [c, k]))
 np.save(sys.argv[2], np.array(results))
 """
-    serial, team2, team_all = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    serial, alone, team2, team_all = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    assert np.array_equal(alone, serial)
     assert np.array_equal(team2, serial)
     assert np.array_equal(team_all, serial)
     assert not np.array_equal(serial[:-2], theta)  # the epoch took its steps
+
+
+def test_numba_team_raises_a_helpers_error() -> None:
+    """A team's helper threads run kernels; an exception in one reaches the caller once the leader is done, and
+    the next team works."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    from fastgd.backends import _numba
+
+    def helper() -> None:
+        raise ValueError("the helper failed")
+
+    led = []
+    with pytest.raises(ValueError, match="the helper failed"):
+        _numba._with_helpers(2, helper, lambda: led.append(1))
+    assert led == [1]
+    assert _numba._with_helpers(3, lambda: None, lambda: 7) == 7
+
+
+def test_numba_teams_work_in_a_forked_child(tmp_path) -> None:  # noqa: ANN001
+    """The teams' helper threads are kept between teams; a process forked after a team has none of them, and makes
+    its own: its epochs (split first layer, large mini-batches) and long forward passes still finish, with the
+    parent's result (a hang here fails by the subprocess's timeout)."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(WIDE, 0, seed=44, rows=2100)
+    code = """
+import os, sys
+os.environ["NUMBA_NUM_THREADS"] = "2"  # teams of two on any machine
+import numpy as np
+from fastgd.backends import _numba as nb
+d = np.load(sys.argv[1])
+def run():
+    out = []
+    for batch in (10, 100):
+        t = d['theta'].copy(); order = np.random.default_rng(batch).permutation(d['X'].shape[0])
+        nb.train_epoch(t, d['sizes'], 0, 0, d['X'], d['y'], order, batch, 0.5, 0.0, None, 0.0)
+        out.append(t)
+    out.append(nb.forward(d['theta'], d['sizes'], 0, 0, d['X']).ravel())
+    return np.concatenate(out)
+parent = run()
+pid = os.fork()
+if pid == 0:
+    np.save(sys.argv[2] + ".child.npy", run())
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+np.save(sys.argv[2], np.stack([parent, np.load(sys.argv[2] + ".child.npy")]))
+"""
+    parent, child = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    assert np.array_equal(child, parent)
+    assert not np.array_equal(parent[: theta.size], theta)  # the epoch took its steps
 
 
 def test_numba_wide_first_layer_does_not_depend_on_the_thread_count(tmp_path) -> None:  # noqa: ANN001
@@ -545,34 +609,46 @@ np.save(sys.argv[2], np.array(out))
 
 
 def test_numba_split_team_finishes_alone_when_its_members_run_one_after_another(tmp_path) -> None:  # noqa: ANN001
-    """The two threads of a split first layer are a team as well: run one after the other on a single thread, the
-    first does both parts' tasks, with the parts' result in order; no member waits for one that has not started
-    (a hang here fails by the subprocess's timeout)."""
+    """The two threads of a split first layer are a team as well: with the helper started only when the leader is
+    done, the leader does both parts' tasks, with the parts' result in order, and the helper finds nothing left;
+    no member waits for one that has not started (a hang here fails by the subprocess's timeout)."""
     from helpers import require_backend
 
     require_backend("numba")
     theta, sizes, X, y = problem(WIDE, 0, seed=42, rows=250)
     code = """
-import sys, numba, numpy as np
+import sys, numpy as np
 from fastgd.backends import _numba as nb
 d = np.load(sys.argv[1])
-numba.set_num_threads(1)
 order = np.random.default_rng(4).permutation(250)
 results = []
 for mode, momentum in ((nb._STEP_SGD, 0.0), (nb._STEP_GENERAL, 0.9)):
-    for members in (0, 2):
+    for members in (0, 1, 2):
         t = d['theta'].copy(); v = np.full_like(t, 0.01)
         G = t[:0] if mode == nb._STEP_SGD else np.empty_like(t)
         w = nb._SplitScratch(t, d['sizes'], 10)
         args = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 10, mode, 0.5, momentum, v, 0.0, G,
                 *w.args())
-        c, k = nb._split_team_batches(*args, members) if members else nb._split_batches(*args)
+        if members == 0:
+            c, k = nb._split_batches(*args)
+        elif members == 1:  # the leader alone, then a helper
+            team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
+            eta, mom, l2 = t.dtype.type(0.5), t.dtype.type(momentum), t.dtype.type(0.0)
+            c, k = nb._split_lead(team, t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 10, mode, eta,
+                                  mom, v, l2, G, *w.args())
+            team[nb._T_OVER] = 1
+            nb._parts_help(team, t, d['sizes'], d['X'].reshape(-1), order, 250, 10, mode, eta, mom, v, l2, G, w.z,
+                           w.nzi, w.n_nz, w.bias, w.deltas)
+        else:
+            c, k = nb._split_team_batches(*args, members)
         results.append(np.concatenate([t, v, [c, k]]))
 np.save(sys.argv[2], np.array(results))
 """
     results = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
-    sgd_serial, sgd_team, momentum_serial, momentum_team = results
+    sgd_serial, sgd_alone, sgd_team, momentum_serial, momentum_alone, momentum_team = results
+    assert np.array_equal(sgd_alone, sgd_serial)
     assert np.array_equal(sgd_team, sgd_serial)
+    assert np.array_equal(momentum_alone, momentum_serial)
     assert np.array_equal(momentum_team, momentum_serial)
     assert not np.array_equal(sgd_serial[: theta.size], theta)  # the epoch took its steps
 

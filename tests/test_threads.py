@@ -134,27 +134,40 @@ def test_one_network_fitted_from_two_threads_raises_and_is_not_corrupted(backend
     assert net.history.epoch == [1, 2, 3, 4, 5]
 
 
-def test_numba_population_training_from_two_threads_does_not_abort() -> None:
-    """Numba's fallback "workqueue" threading layer aborts the process on concurrent parallel calls;
-    fastgd's Numba population trainer takes turns, so two threads are safe on every threading layer."""
+def test_numba_training_from_two_threads_at_once() -> None:
+    """The Numba backend's teams of threads are its own Python threads, never a parallel region of Numba's
+    threading layer (whose fallback, "workqueue", aborts the process on concurrent parallel calls): two Python
+    threads training at once on that layer, with teams (``fit`` at batch 10 with 300 inputs: the split first
+    layer; ``train_many`` at batch 100: the slices), finish with the results of the same calls made in turn."""
     require_backend("numba")
     code = textwrap.dedent(
         """
         import threading, numpy as np, numba, fastgd
         rng = np.random.default_rng(0)
-        X, y = rng.random((2000, 30)).astype(np.float32), rng.integers(0, 10, 2000)
-        fastgd.train_many([30, 8, 10], X, y, seeds=[1, 2], epochs=1, backend="numba")
-        assert numba.threading_layer() == "workqueue", numba.threading_layer()
-        def work():
-            for _ in range(10):
-                fastgd.train_many([30, 8, 10], X, y, seeds=[1, 2, 3, 4], epochs=2, backend="numba")
-        threads = [threading.Thread(target=work) for _ in range(2)]
+        X, y = rng.random((600, 300)).astype(np.float32), rng.integers(0, 10, 600)
+        X[X < 0.5] = 0
+        def work(seed, out):
+            for _ in range(3):
+                net = fastgd.Network([300, 9, 10], seed=seed, backend="numba", dtype="float32")
+                net.fit(X, y, epochs=2, batch_size=10, seed=seed)
+                pop = fastgd.train_many([300, 9, 10], X, y, seeds=[seed, seed + 1], epochs=2, batch_size=100,
+                                        backend="numba", dtype="float32")
+                out.append(np.concatenate([net.theta, *(n.theta for n in pop.networks)]))
+        alone = {1: [], 2: []}
+        for seed in alone:
+            work(seed, alone[seed])
+        together = {1: [], 2: []}
+        threads = [threading.Thread(target=work, args=(seed, together[seed])) for seed in together]
         [t.start() for t in threads]; [t.join() for t in threads]
+        assert numba.get_num_threads() >= 2, numba.get_num_threads()
+        for seed in alone:
+            assert len(together[seed]) == 3
+            assert all(np.array_equal(a, b) for a, b in zip(alone[seed], together[seed])), seed
         print("finished")
         """
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})  # fmt: skip
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0 and run.stdout.strip() == "finished", run.stdout + run.stderr
 
 

@@ -15,7 +15,7 @@ Network ``k`` of the result is exactly (bit for bit) what ::
 gives, except that a network that diverges does not stop the others (see :func:`train_many`).
 
 How it runs. Each epoch is one call of the backend's ``train_epoch_many`` for all K networks (the
-C++ backend spreads the networks over threads with the GIL released, Numba uses ``prange``, NumPy
+C++ and Numba backends spread the networks over threads with the GIL released, NumPy
 loops); each network inside it is trained by exactly the kernel :meth:`Network.fit` calls, which is
 why the results are identical whatever the thread count. Python keeps what ``fit`` does between
 epochs, per network: the epoch's learning rate, its example order from its own

@@ -29,20 +29,30 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
 * ``train_epoch`` calls the kernel once per chunk of mini-batches, so that Ctrl-C is honoured
   between chunks, with ``theta`` always holding the result of whole steps.
 * Mini-batches of 64 rows or more have their gradient summed in fixed slices of rows, added in a
-  fixed order. On two or more threads a team shares a chunk's slices and steps in one parallel
-  region (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the
-  same result as the slices run in turn.
+  fixed order. On two or more threads a team shares a chunk's slices and steps
+  (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the same result
+  as the slices run in turn. A team is the calling thread and helper threads of this module, each
+  running a kernel without the GIL (:func:`_with_helpers`), not a ``prange`` loop.
 * Mini-batches of 6 to 63 rows of a network with 256 inputs or more (MNIST's 784) have the first
   layer's weights cut in two by input, each part updated and used by one of two threads, which pass
   each other only the small arrays of partial weighted inputs and deltas (:func:`_split_team_batches`;
   on one thread the same operations one after the other, :func:`_split_batches`).
 
 Arithmetic is in theta's dtype; only the sum of per-row costs is accumulated in float64.
+
+Compile time (25-32 s for a first ``fit``, ``predict``, ``cost`` and gradient in float32 and float64 with
+an empty cache; loaded from Numba's on-disk cache after that): every compiled function is optimised
+and turned into machine code along with a copy of each kernel it calls, so the functions that only
+arrange calls are inlined (``_inline``), and no kernel runs in a parallel region, which compiles into
+several more such functions.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import itertools
+import os
 import platform
 import threading
 
@@ -81,11 +91,57 @@ _WORK_PER_CHUNK = 2e8  # train_epoch: about this many row x parameter products p
 
 _VEC_BYTES = 64
 
-_jit = numba.njit(cache=True)  # no fastmath (see the module docstring)
+# No fastmath (see the module docstring). Every kernel releases the GIL: the teams below are Python
+# threads, each running a kernel.
+_jit = numba.njit(cache=True, nogil=True)
+# Small functions that only arrange calls of the kernels are inlined into their callers: each compiled
+# function that calls a kernel is optimised and turned into machine code along with a copy of it, so
+# every such layer adds to the compile time.
+_inline = numba.njit(cache=True, nogil=True, inline="always")
 
-# Numba's "workqueue" threading layer (the one it falls back to without OpenMP or TBB) aborts the
-# process when two Python threads run parallel code at once: parallel calls take turns.
+# One team at a time: its members spin while they wait for each other, and two teams (two Python
+# threads each training on this backend) would compete for the same cores.
 _PARALLEL_LOCK = threading.Lock()
+# The helper threads, made on first use and kept between teams: (pool, its number of threads).
+_helper_pool: tuple[concurrent.futures.ThreadPoolExecutor, int] | None = None
+
+
+def _forget_helper_pool():
+    global _helper_pool
+    _helper_pool = None  # a forked child has none of the parent's threads: it makes its own pool
+
+
+os.register_at_fork(after_in_child=_forget_helper_pool)
+
+
+def _with_helpers(members, helper, lead, stop=None):
+    """``lead()`` on the calling thread while ``members - 1`` helper threads run ``helper()``; then ``stop()`` (if
+    given), whether ``lead`` returned or raised, and a wait for the helpers. Returns what ``lead`` returned; a
+    helper's exception is raised here.
+
+    Teams are Python threads, each running a kernel without the GIL, not Numba's ``prange``: a parallel
+    region compiles into several more functions, each with its own copy of every kernel it calls (the first
+    calls of ``python benchmarks/numba_compile.py`` took 55 s with the teams as parallel regions, 39 s
+    without), and a team then needs nothing from Numba's threading layer. The helper threads are kept
+    between teams: starting one takes about 0.1 ms, 5% of a prediction over 10,000 rows on two threads."""
+    global _helper_pool
+    with _PARALLEL_LOCK:
+        helpers = []
+        if members > 1:
+            if _helper_pool is None or _helper_pool[1] < members - 1:
+                if _helper_pool is not None:
+                    _helper_pool[0].shutdown(wait=False)
+                _helper_pool = (concurrent.futures.ThreadPoolExecutor(members - 1, "fastgd-numba"), members - 1)
+            helpers = [_helper_pool[0].submit(helper) for _ in range(members - 1)]
+        try:
+            result = lead()
+        finally:
+            if stop is not None:
+                stop()
+            concurrent.futures.wait(helpers)
+        for h in helpers:
+            h.result()  # a helper's exception
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -852,7 +908,7 @@ def _output(a, a_off, m, n_out, cost, y, rows, rows_off, want_cost):
     total = 0.0
     correct = 0
     if cost == _QUADRATIC:  # sigmoid outputs, the cost from them: all rows' sigmoids as vectors first
-        _activate(a, a_off, a_off + m * n_out, _SIGMOID)
+        _activate(a, a_off, a_off + m * n_out, np.int64(_SIGMOID))  # not a literal: no second compiled copy
     for b in range(m):
         z_off = a_off + b * n_out
         label = y[rows[rows_off + b]] if want_cost else -1
@@ -1063,7 +1119,7 @@ def _hidden_scratch(theta, sizes):
     return np.empty(hidden_w, theta.dtype)
 
 
-@_jit
+@_inline
 def _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off, a_off, acts, identity,
                    every_input):
     """The forward pass from the first layer's ``z`` (in ``acts`` at ``a_off[0]``) of the ``m`` rows at
@@ -1081,7 +1137,7 @@ def _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off
     return _output(acts, a_off[n_layers - 1], m, sizes[n_layers], cost, y, order, r0, y.shape[0] > 0)
 
 
-@_jit
+@_inline
 def _upper_backward(theta, sizes, activation, cost, y, order, r0, m, target, scale, w_off, b_off, a_off, acts, deltas,
                     identity, every_input, wt):
     """The backward pass of the ``m`` rows at ``order[r0]`` down to the first layer's deltas (in ``deltas`` at
@@ -1098,7 +1154,7 @@ def _upper_backward(theta, sizes, activation, cost, y, order, r0, m, target, sca
                    deltas, a_off[l], every_input, n_in)
 
 
-@_jit
+@_inline
 def _layers_step(theta, sizes, G, velocity, first, m, eta, momentum, l2, w_off, b_off):
     """:func:`_general_step` of layers ``first ..`` from the summed gradient ``G``."""
     for l in range(first, sizes.shape[0] - 1):
@@ -1218,7 +1274,7 @@ def _n_slices(m):
     return _SLICES if m >= _FOUR_SLICES_MIN_ROWS else 2
 
 
-@_jit
+@_inline
 def _slice_gradient(theta, sizes, activation, cost, X, y, order, r0, m, s, G, acts, deltas, identity):
     """Slice ``s`` of the ``m``-row mini-batch at ``order[r0]``: its rows' summed gradient into
     ``G[s]`` (overwritten); returns their summed cost and correct count."""
@@ -1243,7 +1299,7 @@ def _add_range(a, b, lo, hi):
         _vstore(a, k, _vadd(_vload(a, k, c), _vload(b, k, c)), c)
 
 
-@_jit
+@_inline
 def _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2, lo, hi):
     """Add the slices' gradients in order into ``G[0]``, then step every layer from it: on
     ``theta[lo:hi]`` only (element by element: any split of theta into ranges gives the same result)."""
@@ -1278,28 +1334,27 @@ def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, ba
     return total, correct
 
 
-# Two or more threads share an epoch's chunk of large mini-batches as a team, in one parallel
-# region (a region per mini-batch costs a fork and a join each time, and on a busy host a thread
-# that is late to one of them holds up the other). The first member to arrive leads: it runs the
-# loop over mini-batches, and publishes each mini-batch as two phases of tasks, its slices and then
-# its parameter step in _STEP_CHUNKS ranges of theta; every member claims tasks one at a time. A
-# member that is late (or never starts: the threading layer may run the members one after another)
-# only leaves more tasks to the others, and the leader waits only for tasks already claimed, so no
-# thread ever waits for one that has not started. Which member runs a task never changes the result.
+# Two or more threads share an epoch's chunk of large mini-batches as a team, started once per chunk
+# (a start per mini-batch costs a fork and a join each time, and on a busy host a thread that is
+# late to one of them holds up the other). The calling thread leads: it runs the loop over
+# mini-batches, and publishes each mini-batch as two phases of tasks, its slices and then its
+# parameter step in _STEP_CHUNKS ranges of theta; every member claims tasks one at a time. A member
+# that is late (or starts only when the leader is done) only leaves more tasks to the others, and
+# the leader waits only for tasks already claimed, so no thread ever waits for one that has not
+# started. Which member runs a task never changes the result.
 
 # Words of the team's int64 array; each counter on a 64-byte line of its own.
 _T_CLAIM = 0  # (phase number << 32) | a bit per task of the phase, set when claimed; 0 before the first phase
 _T_DONE = 8  # tasks of the current phase finished
-_T_OVER = 16  # set by the leader when the chunk is done
-_T_LEADER = 24  # set by the member that leads
-_T_SLOTS = 32  # phase p's mini-batch (first row, row count), its kind and its number of tasks: 4 words from
+_T_OVER = 16  # set when the leader is done with the chunk
+_T_SLOTS = 24  # phase p's mini-batch (first row, row count), its kind and its number of tasks: 4 words from
 #               _T_SLOTS + 4 * (p & 1)
-_TEAM_WORDS = 40
+_TEAM_WORDS = 32
 _SLICES_PHASE, _STEP_PHASE, _PARTS_PHASE = 0, 1, 2
 _STEP_CHUNKS = 4
 
 
-@_jit
+@_inline
 def _step_chunk(theta, sizes, G, m, chunk, eta, momentum, velocity, l2):
     """:func:`_sliced_step` on chunk ``chunk`` of ``_STEP_CHUNKS`` ranges of theta (whole vectors)."""
     n = theta.shape[0]
@@ -1364,7 +1419,7 @@ def _team_wait(team, tasks):
         _spin_pause()
 
 
-@_jit
+@_inline
 def _team_run_one(team, first, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts,
                   deltas, identity, costs, hits):
     """Claim and run one task of the current phase: 1 if one ran, 0 if none is left, -1 if another member
@@ -1381,7 +1436,7 @@ def _team_run_one(team, first, theta, sizes, activation, cost, X, y, order, eta,
     return 1
 
 
-@_jit
+@_inline
 def _team_phase(team, p, r0, m, kind, tasks, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity,
                 l2, G, acts, deltas, identity, costs, hits):
     """The leader: publishes phase ``p`` (``tasks`` tasks of ``kind`` for the mini-batch of ``m`` rows at
@@ -1412,28 +1467,36 @@ def _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, b
     return total, correct
 
 
-@numba.njit(parallel=True, cache=True)
+@_jit
+def _team_help(team, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts, deltas,
+               identity, costs, hits):
+    """A member of the team that does not lead: claims and runs tasks until the leader is done."""
+    while _atomic_load(team, _T_OVER) == 0:
+        if _team_run_one(team, 1, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts,
+                         deltas, identity, costs, hits) == 0:  # fmt: skip
+            _spin_pause()
+
+
+def _team_stop(team):
+    team[_T_OVER] = 1
+
+
 def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
                   l2, G, acts, deltas, identity, members):
     """:func:`_sliced_batches` run by a team of ``members`` threads: the same result."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
     costs = np.zeros(_SLICES)
     hits = np.zeros(_SLICES, dtype=np.int64)
-    result = np.zeros(2)
-    eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
-    for _member in numba.prange(members):
-        if _atomic_rmw(team, _T_LEADER, "xchg", 1) == 0:
-            total, correct = _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size,
-                                        eta_, momentum_, velocity, l2_, G, acts, deltas, identity, costs, hits)
-            result[0] = total
-            result[1] = correct
-            _atomic_store(team, _T_OVER, 1)
-        else:
-            while _atomic_load(team, _T_OVER) == 0:
-                if _team_run_one(team, 1, theta, sizes, activation, cost, X, y, order, eta_, momentum_, velocity, l2_,
-                                 G, acts, deltas, identity, costs, hits) == 0:  # fmt: skip
-                    _spin_pause()
-    return result[0], int(result[1])
+    eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
+    shared = (theta, sizes, activation, cost, X, y, order)
+    step = (eta, momentum, velocity, l2, G, acts, deltas, identity, costs, hits)
+    total, correct = _with_helpers(
+        members,
+        lambda: _team_help(team, *shared, *step),
+        lambda: _team_lead(team, *shared, start, stop, batch_size, *step),
+        lambda: _team_stop(team),
+    )
+    return total, int(correct)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1473,7 +1536,7 @@ def _part_columns(n0, h):
     return (0, cut) if h == 0 else (cut, n0 - cut)
 
 
-@_jit
+@_inline
 def _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_nz, bias):
     """Part ``h``'s forward pass over the ``m`` rows at ``order[r0]``: its inputs that are not zero in every
     row (into ``nzi[h]``, their count ``n_nz[h, 0]``), and its partial weighted inputs ``x[lo:hi] @ W0[lo:hi]``,
@@ -1485,10 +1548,11 @@ def _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_
     n_nz[h, 0] = _nonzero_inputs(X, order, r0, lo, n0, n, m, nzi[h])
     # part 1 adds no biases: bias[0] holds zeros (one call site for both parts: each is compiled code)
     b, b_off = (theta, n0 * n1) if h == 0 else (bias[0], 0)
-    _affine(X, order, r0, lo, n0, m, theta, lo * n1, b, b_off, n1, z[h], 0, nzi[h], n_nz[h, 0])
+    # lo * 0: an int64 0, not the literal 0, which would compile a second copy of the kernel
+    _affine(X, order, r0, lo, n0, m, theta, lo * n1, b, b_off, n1, z[h], lo * 0, nzi[h], n_nz[h, 0])
 
 
-@_jit
+@_inline
 def _part_update(h, theta, sizes, X, order, r0, m, mode, eta, momentum, velocity, l2, G, deltas, nzi, n_nz, bias):
     """Part ``h``'s update for the ``m`` rows at ``order[r0]`` from the first layer's deltas (``deltas[0:]``)
     and the inputs listed by its forward pass: plain SGD's step fused into the gradient pass, else the
@@ -1503,14 +1567,14 @@ def _part_update(h, theta, sizes, X, order, r0, m, mode, eta, momentum, velocity
             G[b0 : b0 + n1] = 0
     # part 1's copy of the bias update goes to bias[1], unused
     b, b_off = (target, b0) if h == 0 else (bias[1], 0)
-    _add_outer(target, w0, b, b_off, n1, X, order, r0, lo, n0, m, scale, deltas, 0, nzi[h], n_nz[h, 0])
+    _add_outer(target, w0, b, b_off, n1, X, order, r0, lo, n0, m, scale, deltas, lo * 0, nzi[h], n_nz[h, 0])
     if mode == _STEP_GENERAL:
         _general_step(theta, G, velocity, w0, w1, w1, m, eta, momentum, l2)
         if h == 0:
             _general_step(theta, G, velocity, b0, b0, b0 + n1, m, eta, momentum, l2)
 
 
-@_jit
+@_inline
 def _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, momentum, velocity, l2, G, z, acts,
                   deltas, identity, every_input, wt, w_off, b_off, a_off):
     """The middle of the ``m`` rows at ``order[r0]``, after both parts' forward passes: the first layer's
@@ -1558,7 +1622,7 @@ def _split_batches(theta, sizes, activation, cost, X, y, order, start, stop, bat
     return total, correct
 
 
-@_jit
+@_inline
 def _parts_run_one(team, first, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
                    nzi, n_nz, bias, deltas):
     """Claim and run one task of the parts' current phase (as :func:`_team_run_one`): part ``i``'s update for
@@ -1603,27 +1667,31 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
     return total, correct
 
 
-@numba.njit(parallel=True, cache=True)
+@_jit
+def _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz,
+                bias, deltas):
+    """A member of the split's team that does not lead: claims and runs the parts' tasks until the leader is
+    done."""
+    while _atomic_load(team, _T_OVER) == 0:
+        if _parts_run_one(team, 1, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
+                          nzi, n_nz, bias, deltas) == 0:  # fmt: skip
+            _spin_pause()
+
+
 def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta, momentum,
                         velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, members):
     """:func:`_split_batches` run by a team of ``members`` threads (as :func:`_team_batches`): the same result."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
-    result = np.zeros(2)
-    eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
-    for _member in numba.prange(members):
-        if _atomic_rmw(team, _T_LEADER, "xchg", 1) == 0:
-            total, correct = _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size,
-                                         mode, eta_, momentum_, velocity, l2_, G, z, nzi, n_nz, bias, acts, deltas,
-                                         identity)  # fmt: skip
-            result[0] = total
-            result[1] = correct
-            _atomic_store(team, _T_OVER, 1)
-        else:
-            while _atomic_load(team, _T_OVER) == 0:
-                if _parts_run_one(team, 1, theta, sizes, X, order, stop, batch_size, mode, eta_, momentum_, velocity,
-                                  l2_, G, z, nzi, n_nz, bias, deltas) == 0:  # fmt: skip
-                    _spin_pause()
-    return result[0], int(result[1])
+    eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
+    total, correct = _with_helpers(
+        members,
+        lambda: _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
+                            nzi, n_nz, bias, deltas),
+        lambda: _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta,
+                            momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity),
+        lambda: _team_stop(team),
+    )
+    return total, int(correct)
 
 
 class _SplitScratch:
@@ -1700,22 +1768,29 @@ _NO_LABELS = np.empty(0, dtype=np.int64)
 _PARALLEL_FORWARD_MIN_ROWS = 2048
 
 
-@numba.njit(parallel=True, cache=True)
 def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, acts, deltas, identity, totals,
                   nonfinite):
     """``_run_batches`` in ``_FORWARD`` mode over rows ``0 .. n``, in ``_SLICES`` runs of whole blocks of
-    ``rows`` rows (``prange``); run ``s``'s summed cost goes to ``totals[s]``, its count of blocks with a
-    non-finite first-layer weighted input to ``nonfinite[s]``."""
+    ``rows`` rows, on up to ``_SLICES`` threads, each claiming the next run not taken; run ``s``'s summed cost
+    goes to ``totals[s]``, its count of blocks with a non-finite first-layer weighted input to
+    ``nonfinite[s]``."""
     blocks = (n + rows - 1) // rows
-    for s in numba.prange(_SLICES):
-        lo = min(blocks * s // _SLICES * rows, n)
-        hi = min(blocks * (s + 1) // _SLICES * rows, n)
-        totals[s] = 0.0
-        nonfinite[s] = 0
-        if hi > lo:
-            totals[s], nonfinite[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows,
-                                                   _FORWARD, 0.0, 0.0, theta[:0], 0.0, out, acts[s], deltas[s],
-                                                   identity)  # fmt: skip
+    runs = itertools.count()  # next() is atomic: each run is claimed once
+
+    def work():
+        for s in runs:
+            if s >= _SLICES:
+                return
+            lo = min(blocks * s // _SLICES * rows, n)
+            hi = min(blocks * (s + 1) // _SLICES * rows, n)
+            totals[s] = 0.0
+            nonfinite[s] = 0
+            if hi > lo:
+                totals[s], nonfinite[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows,
+                                                       _FORWARD, 0.0, 0.0, theta[:0], 0.0, out, acts[s], deltas[s],
+                                                       identity)  # fmt: skip
+
+    _with_helpers(min(numba.get_num_threads(), _SLICES), work, work)
 
 
 def _nonfinite_error(fn):
@@ -1746,9 +1821,8 @@ def _forward_pass(theta, sizes, activation, cost, X, y, fn=None):
     deltas = np.empty_like(acts)
     totals = np.zeros(_SLICES)
     nonfinite = np.zeros(_SLICES, dtype=np.int64)
-    with _PARALLEL_LOCK:
-        _forward_runs(theta, sizes, int(activation), int(cost), X.reshape(-1), y, order, n, rows, out.reshape(-1),
-                      acts, deltas, np.arange(rows, dtype=np.int64), totals, nonfinite)  # fmt: skip
+    _forward_runs(theta, sizes, int(activation), int(cost), X.reshape(-1), y, order, n, rows, out.reshape(-1), acts,
+                  deltas, np.arange(rows, dtype=np.int64), totals, nonfinite)  # fmt: skip
     if nonfinite.any() and fn:
         raise _nonfinite_error(fn)
     total = 0.0
@@ -1820,16 +1894,14 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
             args = (theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
                     mode, eta, momentum, velocity, l2, buffer, *parts.args())  # fmt: skip
             if members > 1:
-                with _PARALLEL_LOCK:
-                    chunk_cost, chunk_correct = _split_team_batches(*args, members)
+                chunk_cost, chunk_correct = _split_team_batches(*args, members)
             else:
                 chunk_cost, chunk_correct = _split_batches(*args)
         elif sliced and members > 1:
-            with _PARALLEL_LOCK:
-                chunk_cost, chunk_correct = _team_batches(
-                    theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
-                    eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity, members,
-                )  # fmt: skip
+            chunk_cost, chunk_correct = _team_batches(
+                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
+                eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity, members,
+            )  # fmt: skip
         elif sliced:
             chunk_cost, chunk_correct = _sliced_batches(
                 theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
@@ -1845,37 +1917,46 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
 
 
 # --------------------------------------------------------------------------------------------
-# Population training: prange over the networks
+# Population training: the networks spread over threads
 
 
-@numba.njit(parallel=True, cache=True)
 def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode,
               etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct, slice_G,
-              slice_acts, slice_deltas, slice_identity, part_z, part_nzi, part_n_nz, part_bias):
-    """``_run_batches`` over rows ``start .. stop`` of each network ``todo[j]``'s order, the networks spread
-    over Numba's threads; each network's summed cost and correct count go to ``costs`` and ``correct``."""
-    for j in numba.prange(todo.shape[0]):
-        k = todo[j]
-        if batch_size >= _SLICED_MIN_ROWS:  # as train_epoch: fixed slices, here one after the other
-            c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
-                                      etas[k], momentum, velocities[k], l2, slice_G[j], slice_acts[j], slice_deltas[j],
-                                      slice_identity)  # fmt: skip
-        elif _uses_split(sizes, batch_size):  # as train_epoch: the first layer in two parts, one after the other
-            c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size, mode,
-                                     etas[k], momentum, velocities[k], l2, buffers[k], part_z[j], part_nzi[j],
-                                     part_n_nz[j], part_bias[j], acts[j], deltas[j], identity)  # fmt: skip
-        else:
-            c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
-                                   mode, etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j],
-                                   identity)  # fmt: skip
-        costs[k] = c
-        correct[k] = hits
+              slice_acts, slice_deltas, slice_identity, part_z, part_nzi, part_n_nz, part_bias, members):
+    """``_run_batches`` over rows ``start .. stop`` of each network ``todo[j]``'s order, on ``members`` threads,
+    each claiming the next network not taken; each network's summed cost and correct count go to ``costs`` and
+    ``correct``."""
+    claims = itertools.count()  # next() is atomic: each network is claimed once
+    halt = []  # set when the calling thread is done or stopped (Ctrl-C): the others take no new network
+
+    def work():
+        for j in claims:
+            if j >= todo.shape[0] or halt:
+                return
+            k = todo[j]
+            if batch_size >= _SLICED_MIN_ROWS:  # as train_epoch: fixed slices, here one after the other
+                c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
+                                          batch_size, etas[k], momentum, velocities[k], l2, slice_G[j], slice_acts[j],
+                                          slice_deltas[j], slice_identity)  # fmt: skip
+            elif _uses_split(sizes, batch_size):  # as train_epoch: the first layer in two parts, one after the other
+                c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
+                                         batch_size, mode, etas[k], momentum, velocities[k], l2, buffers[k],
+                                         part_z[j], part_nzi[j], part_n_nz[j], part_bias[j], acts[j], deltas[j],
+                                         identity)  # fmt: skip
+            else:
+                c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
+                                       mode, etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j],
+                                       identity)  # fmt: skip
+            costs[k] = c
+            correct[k] = hits
+
+    _with_helpers(members, work, work, lambda: halt.append(True))
 
 
 def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
                      active, Xv, yv, n_threads):
-    """One epoch of each active network (rows of ``thetas``), in place, spread over Numba's threads (``prange``);
-    see the backend contract in :mod:`fastgd.backends`."""
+    """One epoch of each active network (rows of ``thetas``), in place, spread over ``n_threads`` threads (0:
+    Numba's thread count); see the backend contract in :mod:`fastgd.backends`."""
     K, n = thetas.shape[0], orders.shape[1]
     batch_size = int(batch_size)
     momentum, l2 = float(momentum), float(l2)
@@ -1926,23 +2007,17 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     totals = [0.0] * K
     chunk_costs = np.zeros(K)
     chunk_correct = np.zeros(K, dtype=np.int64)
-    _PARALLEL_LOCK.acquire()
-    saved_threads = numba.get_num_threads()
-    max_threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # set from the environment at import
-    numba.set_num_threads(min(int(n_threads) or saved_threads, max_threads))
-    try:
-        Xf = X.reshape(-1)
-        for start in range(0, n, chunk):
-            _run_many(thetas, sizes, int(activation), int(cost), Xf, y, orders, start, min(start + chunk, n),
-                      batch_size, mode, np.asarray(etas, dtype=np.float64), momentum, velocities, l2, buffers, acts,
-                      deltas, identity, todo, chunk_costs, chunk_correct, slice_G, slice_acts, slice_deltas,
-                      slice_identity, part_z, part_nzi, part_n_nz, part_bias)  # fmt: skip
-            for k in todo:
-                totals[k] += float(chunk_costs[k])
-                correct[k] += chunk_correct[k]
-    finally:
-        numba.set_num_threads(saved_threads)
-        _PARALLEL_LOCK.release()
+    members = min(int(n_threads) or numba.get_num_threads(), todo.size)
+    Xf = X.reshape(-1)
+    etas = np.asarray(etas, dtype=np.float64)
+    for start in range(0, n, chunk):
+        _run_many(thetas, sizes, int(activation), int(cost), Xf, y, orders, start, min(start + chunk, n), batch_size,
+                  mode, etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, chunk_costs,
+                  chunk_correct, slice_G, slice_acts, slice_deltas, slice_identity, part_z, part_nzi, part_n_nz,
+                  part_bias, members)  # fmt: skip
+        for k in todo:
+            totals[k] += float(chunk_costs[k])
+            correct[k] += chunk_correct[k]
     for k in todo:
         costs[k] = totals[k] / max(n, 1)
         if Xv is not None:
