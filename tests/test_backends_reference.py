@@ -532,6 +532,57 @@ np.save(sys.argv[2], np.array(results))
     assert not np.array_equal(serial[:-2], theta)  # the epoch took its steps
 
 
+def test_numba_read_only_data_compiles_nothing_more() -> None:
+    """Read-only X and y (a sweep's shared data, ``np.load(..., mmap_mode="r")``) are another type to Numba: the
+    backend passes them as writable aliases, so every path (one block, the split first layer, the slices, long
+    forward passes, the gradient, train_many) runs the kernels compiled for writable arrays, with the same
+    results, and the arrays are left as they were."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    from numba.core.registry import CPUDispatcher
+
+    from fastgd.backends import _numba
+
+    theta, sizes, X, y = problem(WIDE, 0, seed=45, rows=2100)
+    X = X.astype(np.float32)
+    theta = theta.astype(np.float32)
+
+    def run(X, y) -> list:  # noqa: ANN001
+        out = []
+        for batch in (3, 10, 100):
+            t = theta.copy()
+            order = np.random.default_rng(batch).permutation(X.shape[0])
+            out.append((t, _numba.train_epoch(t, sizes, 0, 0, X, y, order, batch, 0.5, 0.0, None, 0.0)))
+        out.append(_numba.forward(theta, sizes, 0, 0, X))
+        out.append(_numba.cost(theta, sizes, 0, 0, X, y))
+        g = np.empty_like(theta)
+        out.append((g, _numba.grad(theta, sizes, 0, 0, X[:50], y[:50], g)))
+        ts = np.stack([theta, theta[::-1].copy()])
+        orders = np.stack([np.arange(X.shape[0]), np.arange(X.shape[0])[::-1].copy()])
+        out.append((ts, _numba.train_epoch_many(ts, sizes, 0, 0, X, y, orders, 10, [0.5, 1.0], 0.0, None, 0.0,
+                                                np.array([True, True]), None, None, 0)))  # fmt: skip
+        return out
+
+    def compiled() -> int:
+        return sum(len(f.signatures) for f in vars(_numba).values() if isinstance(f, CPUDispatcher))
+
+    writable = run(X, y)
+    before = compiled()
+    Xr, yr = X.copy(), y.copy()
+    Xr.setflags(write=False)
+    yr.setflags(write=False)
+    read_only = run(Xr, yr)
+    assert compiled() == before
+
+    def leaves(x) -> list[np.ndarray]:  # noqa: ANN001
+        return [leaf for e in x for leaf in leaves(e)] if isinstance(x, (tuple, list)) else [np.asarray(x)]
+
+    a, b = leaves(writable), leaves(read_only)
+    assert len(a) == len(b) and all(np.array_equal(u, v, equal_nan=True) for u, v in zip(a, b))
+    assert not Xr.flags.writeable and np.array_equal(Xr, X) and np.array_equal(yr, y)
+
+
 def test_numba_team_raises_a_helpers_error() -> None:
     """A team's helper threads run kernels; an exception in one reaches the caller once the leader is done, and
     the next team works."""

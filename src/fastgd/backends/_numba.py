@@ -50,6 +50,7 @@ several more such functions.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import functools
 import itertools
 import os
@@ -1800,10 +1801,25 @@ def _nonfinite_error(fn):
     )
 
 
+def _inputs(*arrays):
+    """The data arrays as the kernels take them: writable. Numba compiles a read-only array as another type,
+    every kernel again (about 11 s per dtype, for a sweep's shared data or ``np.load(..., mmap_mode="r")``);
+    the kernels never write X or y, so a read-only C-contiguous one is passed as a writable alias of its
+    memory, not a copy. The alias does not keep the array alive: it is for the length of the caller's call."""
+    out = []
+    for a in arrays:
+        if a is not None and not a.flags.writeable and a.flags.c_contiguous and a.size:
+            memory = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
+            a = np.frombuffer(memory, dtype=a.dtype).reshape(a.shape)
+        out.append(a)
+    return out
+
+
 def _forward_pass(theta, sizes, activation, cost, X, y, fn=None):
     """Output activations ``(n, sizes[-1])`` and the summed row cost (0 when ``y`` is empty). With ``fn``
     (the caller's name), raises DataError when a first-layer weighted input is NaN or infinite; without,
     such rows' results (NaN) stand."""
+    X, y = _inputs(X, y)
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out = np.empty((n, int(sizes[-1])), dtype=theta.dtype)
@@ -1849,6 +1865,7 @@ def cost(theta, sizes, activation, cost, X, y):
 
 def grad(theta, sizes, activation, cost, X, y, out):
     """Overwrite ``out`` with the gradient of the mean cost over the rows; return the mean cost."""
+    X, y = _inputs(X, y)
     n = X.shape[0]
     rows = max(min(n, _ROWS_PER_BLOCK), 1)
     out[...] = 0
@@ -1861,6 +1878,7 @@ def grad(theta, sizes, activation, cost, X, y, out):
 def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, momentum, velocity, l2):
     """One epoch of mini-batch gradient descent over ``order``, in place; return the mean row cost and
     the number of rows classified correctly in their mini-batch's forward pass."""
+    X, y, order = _inputs(X, y, order)
     n = order.shape[0]
     batch_size = int(batch_size)
     eta, momentum, l2 = float(eta), float(momentum), float(l2)
@@ -1957,6 +1975,7 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
                      active, Xv, yv, n_threads):
     """One epoch of each active network (rows of ``thetas``), in place, spread over ``n_threads`` threads (0:
     Numba's thread count); see the backend contract in :mod:`fastgd.backends`."""
+    X, y, orders = _inputs(X, y, orders)
     K, n = thetas.shape[0], orders.shape[1]
     batch_size = int(batch_size)
     momentum, l2 = float(momentum), float(l2)
