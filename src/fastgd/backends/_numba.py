@@ -1938,33 +1938,40 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
 # Population training: the networks spread over threads
 
 
-def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode,
-              etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, costs, correct, slice_G,
-              slice_acts, slice_deltas, slice_identity, part_z, part_nzi, part_n_nz, part_bias, members):
-    """``_run_batches`` over rows ``start .. stop`` of each network ``todo[j]``'s order, on ``members`` threads,
-    each claiming the next network not taken; each network's summed cost and correct count go to ``costs`` and
-    ``correct``."""
+def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_size, mode, etas, momentum,
+              velocities, l2, todo, costs, correct, members):
+    """Rows ``start .. stop`` of each network ``todo[j]``'s order, by the kernel train_epoch uses for them, on
+    ``members`` threads, each claiming the next network not taken and with its own work arrays; each network's
+    summed cost and correct count go to ``costs`` and ``correct``."""
     claims = itertools.count()  # next() is atomic: each network is claimed once
     halt = []  # set when the calling thread is done or stopped (Ctrl-C): the others take no new network
+    sliced = batch_size >= _SLICED_MIN_ROWS
+    split = bool(_uses_split(sizes, batch_size))
 
     def work():
+        theta0 = thetas[0]
+        if sliced:
+            slices = _SliceScratch(theta0, sizes, batch_size)
+        elif split:
+            parts = _SplitScratch(theta0, sizes, batch_size)
+        else:
+            block = _Scratch(theta0, sizes, batch_size)
+        G = np.empty_like(theta0) if mode == _STEP_GENERAL and not sliced else theta0[:0]
         for j in claims:
             if j >= todo.shape[0] or halt:
                 return
             k = todo[j]
-            if batch_size >= _SLICED_MIN_ROWS:  # as train_epoch: fixed slices, here one after the other
+            if sliced:  # as train_epoch: fixed slices, here one after the other
                 c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
-                                          batch_size, etas[k], momentum, velocities[k], l2, slice_G[j], slice_acts[j],
-                                          slice_deltas[j], slice_identity)  # fmt: skip
-            elif _uses_split(sizes, batch_size):  # as train_epoch: the first layer in two parts, one after the other
+                                          batch_size, etas[k], momentum, velocities[k], l2, slices.G, slices.acts,
+                                          slices.deltas, slices.identity)  # fmt: skip
+            elif split:  # as train_epoch: the first layer in two parts, one after the other
                 c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
-                                         batch_size, mode, etas[k], momentum, velocities[k], l2, buffers[k],
-                                         part_z[j], part_nzi[j], part_n_nz[j], part_bias[j], acts[j], deltas[j],
-                                         identity)  # fmt: skip
+                                         batch_size, mode, etas[k], momentum, velocities[k], l2, G, *parts.args())
             else:
                 c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
-                                       mode, etas[k], momentum, velocities[k], l2, buffers[k], acts[j], deltas[j],
-                                       identity)  # fmt: skip
+                                       mode, etas[k], momentum, velocities[k], l2, G, block.acts, block.deltas,
+                                       block.identity)  # fmt: skip
             costs[k] = c
             correct[k] = hits
 
@@ -1987,40 +1994,10 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     if todo.size == 0:
         return costs, correct, val_costs, val_correct
     # The same mode and chunks as train_epoch, so that each network's cost is summed in the same order.
-    if momentum == 0.0 and l2 == 0.0 and batch_size <= _FUSED_MAX_ROWS:
-        mode, buffers = _STEP_SGD, np.empty((K, 0), dtype=thetas.dtype)
-    else:
-        mode, buffers = _STEP_GENERAL, np.empty_like(thetas)
+    fused = momentum == 0.0 and l2 == 0.0 and batch_size <= _FUSED_MAX_ROWS
+    mode = _STEP_SGD if fused else _STEP_GENERAL
     if momentum == 0.0:
         velocities = np.empty((K, 0), dtype=thetas.dtype)
-    width = int(np.sum(sizes[1:]))
-    sliced = batch_size >= _SLICED_MIN_ROWS
-    acts = np.empty((todo.size, (0 if sliced else batch_size) * width), dtype=thetas.dtype)
-    deltas = np.empty_like(acts)
-    identity = np.arange(batch_size, dtype=np.int64)
-    if sliced:
-        buffers = np.empty((K, 0), dtype=thetas.dtype)
-        works = [_SliceScratch(thetas[0], sizes, batch_size) for _ in range(todo.size)]
-        slice_G = np.stack([w.G for w in works])
-        slice_acts = np.stack([w.acts for w in works])
-        slice_deltas = np.stack([w.deltas for w in works])
-        slice_identity = works[0].identity
-    else:
-        slice_G = np.empty((todo.size, _SLICES, 0), dtype=thetas.dtype)
-        slice_acts = np.empty((todo.size, _SLICES, 0), dtype=thetas.dtype)
-        slice_deltas = np.empty_like(slice_acts)
-        slice_identity = identity
-    if _uses_split(sizes, batch_size):
-        parts = [_SplitScratch(thetas[0], sizes, batch_size) for _ in range(todo.size)]
-        part_z = np.stack([w.z for w in parts])
-        part_nzi = np.stack([w.nzi for w in parts])
-        part_n_nz = np.stack([w.n_nz for w in parts])
-        part_bias = np.stack([w.bias for w in parts])
-    else:
-        part_z = np.empty((todo.size, 2, 0), dtype=thetas.dtype)
-        part_nzi = np.empty((todo.size, 2, 0), dtype=np.int32)
-        part_n_nz = np.empty((todo.size, 2, 0), dtype=np.int64)
-        part_bias = np.empty((todo.size, 2, 0), dtype=thetas.dtype)
     batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (thetas.shape[1] * batch_size)))
     chunk = batches_per_chunk * batch_size
     totals = [0.0] * K
@@ -2031,9 +2008,7 @@ def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, 
     etas = np.asarray(etas, dtype=np.float64)
     for start in range(0, n, chunk):
         _run_many(thetas, sizes, int(activation), int(cost), Xf, y, orders, start, min(start + chunk, n), batch_size,
-                  mode, etas, momentum, velocities, l2, buffers, acts, deltas, identity, todo, chunk_costs,
-                  chunk_correct, slice_G, slice_acts, slice_deltas, slice_identity, part_z, part_nzi, part_n_nz,
-                  part_bias, members)  # fmt: skip
+                  mode, etas, momentum, velocities, l2, todo, chunk_costs, chunk_correct, members)  # fmt: skip
         for k in todo:
             totals[k] += float(chunk_costs[k])
             correct[k] += chunk_correct[k]
