@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -44,3 +45,10 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def param_count(sizes) -> int:  # noqa: ANN001
     return sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child process that the tests interrupt with SIGINT: a process started in the
+    background by a non-interactive shell ignores SIGINT, its children inherit that, and Python then
+    installs no KeyboardInterrupt handler; the child gets the default disposition back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

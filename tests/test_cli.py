@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import default_sigint
 
 import fastgd
 
@@ -146,7 +147,8 @@ def test_sigint_mid_epoch_then_resume_matches_an_uninterrupted_run(mnist, tmp_pa
     # Batch 1 over 20,000 images: an epoch lasts a few tenths of a second, long enough to be interrupted in.
     train = ["train", "--epochs", "3", "--limit", "20000", "--batch-size", "1", "--seed", "5"]
     proc = subprocess.Popen([sys.executable, "-m", "fastgd", *train, "--out", str(tmp_path / "ckpt.npz")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("epoch   1:"):
@@ -172,7 +174,7 @@ def test_sigint_mid_epoch_then_resume_matches_an_uninterrupted_run(mnist, tmp_pa
 def test_sigint_without_out_saves_a_default_checkpoint(mnist, tmp_path) -> None:  # noqa: ANN001
     proc = subprocess.Popen([sys.executable, "-m", "fastgd", "train", "--epochs", "2", "--limit", "20000",
                              "--batch-size", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=default_sigint)  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("epoch   1:"):

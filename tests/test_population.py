@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import require_backend
+from helpers import default_sigint, require_backend
 
 import fastgd
 from fastgd import Network, Population, train_many
@@ -206,7 +206,8 @@ def test_ctrl_c_stops_population_training() -> None:
         print("after", time.perf_counter() - t0, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.strip() == "ready", line + proc.stderr.read()

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from helpers import require_backend
+from helpers import default_sigint, require_backend
 
 import fastgd
 
@@ -123,7 +123,8 @@ def test_ctrl_c_stops_training_between_mini_batches(name: str, batch_size: int) 
         print("after", time.perf_counter() - t0, flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.strip() == "ready", line + proc.stderr.read()
