@@ -1561,6 +1561,8 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
     eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     shared = (theta, sizes, activation, cost, X, y, order)
     step = (eta, momentum, velocity, l2, G, acts, deltas, identity, costs, hits)
+    # The leader over no rows first: on a first call it compiles here, not while the helpers spin, waiting.
+    _team_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), *shared, start, start, batch_size, *step)
     total, correct = _with_helpers(
         members,
         lambda: _team_help(team, *shared, *step),
@@ -1754,6 +1756,10 @@ def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop
     """:func:`_split_batches` run by a team of ``members`` threads (as :func:`_team_batches`): the same result."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
     eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
+    # The leader over no rows first (one phase with no task to do): on a first call it compiles here, not
+    # while the helper spins, waiting.
+    _split_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), theta, sizes, activation, cost, X, y, order, start, start,
+                batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
     total, correct = _with_helpers(
         members,
         lambda: _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
