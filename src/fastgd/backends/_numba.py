@@ -146,6 +146,23 @@ def _with_helpers(members, helper, lead, stop=None):
     return result
 
 
+def _each_on_threads(members, n, task, setup=lambda: None):
+    """``task(i, state)`` for each ``i`` in ``range(n)`` on ``members`` threads (the calling one and helpers),
+    each with its own ``state = setup()`` and claiming the next ``i`` not taken; once the calling thread is done
+    or stopped (Ctrl-C), no thread claims another."""
+    claims = itertools.count()  # next() is atomic: each i is claimed once
+    halt = []
+
+    def work():
+        state = setup()
+        for i in claims:
+            if i >= n or halt:
+                return
+            task(i, state)
+
+    _with_helpers(members, work, work, lambda: halt.append(True))
+
+
 # --------------------------------------------------------------------------------------------
 # 64-byte vectors of theta's dtype: a numba type and the few operations the kernels need.
 # Loads and stores take the number of valid lanes `count` (>= lanes: a whole vector), so that a
@@ -1852,22 +1869,18 @@ def _forward_runs(theta, sizes, activation, cost, X, y, order, n, rows, out, act
     goes to ``totals[s]``, its count of blocks with a non-finite first-layer weighted input to
     ``nonfinite[s]``."""
     blocks = (n + rows - 1) // rows
-    runs = itertools.count()  # next() is atomic: each run is claimed once
 
-    def work():
-        for s in runs:
-            if s >= _SLICES:
-                return
-            lo = min(blocks * s // _SLICES * rows, n)
-            hi = min(blocks * (s + 1) // _SLICES * rows, n)
-            totals[s] = 0.0
-            nonfinite[s] = 0
-            if hi > lo:
-                totals[s], nonfinite[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows,
-                                                       _FORWARD, 0.0, 0.0, theta[:0], 0.0, out, acts[s], deltas[s],
-                                                       identity)  # fmt: skip
+    def run(s, _state):
+        lo = min(blocks * s // _SLICES * rows, n)
+        hi = min(blocks * (s + 1) // _SLICES * rows, n)
+        totals[s] = 0.0
+        nonfinite[s] = 0
+        if hi > lo:
+            totals[s], nonfinite[s] = _run_batches(theta, sizes, activation, cost, X, y, order, lo, hi, rows,
+                                                   _FORWARD, 0.0, 0.0, theta[:0], 0.0, out, acts[s], deltas[s],
+                                                   identity)  # fmt: skip
 
-    _with_helpers(min(numba.get_num_threads(), _SLICES), work, work)
+    _each_on_threads(min(numba.get_num_threads(), _SLICES), _SLICES, run)
 
 
 def _nonfinite_error(fn):
@@ -2019,39 +2032,33 @@ def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_
     """Rows ``start .. stop`` of each network ``todo[j]``'s order, by the kernel train_epoch uses for them, on
     ``members`` threads, each claiming the next network not taken and with its own work arrays; each network's
     summed cost and correct count go to ``costs`` and ``correct``."""
-    claims = itertools.count()  # next() is atomic: each network is claimed once
-    halt = []  # set when the calling thread is done or stopped (Ctrl-C): the others take no new network
     sliced = batch_size >= _SLICED_MIN_ROWS
     split = bool(_uses_split(sizes, batch_size))
 
-    def work():
+    def scratch():
         theta0 = thetas[0]
-        if sliced:
-            slices = _SliceScratch(theta0, sizes, batch_size)
-        elif split:
-            parts = _SplitScratch(theta0, sizes, batch_size)
-        else:
-            block = _Scratch(theta0, sizes, batch_size)
         G = np.empty_like(theta0) if mode == _STEP_GENERAL and not sliced else theta0[:0]
-        for j in claims:
-            if j >= todo.shape[0] or halt:
-                return
-            k = todo[j]
-            if sliced:  # as train_epoch: fixed slices, here one after the other
-                c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
-                                          batch_size, etas[k], momentum, velocities[k], l2, slices.G, slices.acts,
-                                          slices.deltas, slices.identity)  # fmt: skip
-            elif split:  # as train_epoch: the first layer in two parts, one after the other
-                c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop,
-                                         batch_size, mode, etas[k], momentum, velocities[k], l2, G, *parts.args())
-            else:
-                c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
-                                       mode, etas[k], momentum, velocities[k], l2, G, block.acts, block.deltas,
-                                       block.identity)  # fmt: skip
-            costs[k] = c
-            correct[k] = hits
+        if sliced:
+            return _SliceScratch(theta0, sizes, batch_size), G
+        return (_SplitScratch if split else _Scratch)(theta0, sizes, batch_size), G
 
-    _with_helpers(members, work, work, lambda: halt.append(True))
+    def train(j, state):
+        work, G = state
+        k = todo[j]
+        if sliced:  # as train_epoch: fixed slices, here one after the other
+            c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
+                                      etas[k], momentum, velocities[k], l2, work.G, work.acts, work.deltas,
+                                      work.identity)  # fmt: skip
+        elif split:  # as train_epoch: the first layer in two parts, one after the other
+            c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
+                                     mode, etas[k], momentum, velocities[k], l2, G, *work.args())
+        else:
+            c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size, mode,
+                                   etas[k], momentum, velocities[k], l2, G, work.acts, work.deltas, work.identity)
+        costs[k] = c
+        correct[k] = hits
+
+    _each_on_threads(members, todo.shape[0], train, scratch)
 
 
 def train_epoch_many(thetas, sizes, activation, cost, X, y, orders, batch_size, etas, momentum, velocities, l2,
