@@ -346,6 +346,20 @@ _vdiv = _lanewise("_vdiv", "fdiv", "``x / y`` lane by lane.")
 
 
 @intrinsic
+def _vwhere_positive(typingctx, cond, vec):
+    """``vec`` where ``cond > 0``, else 0, lane by lane (a NaN in ``cond`` gives 0): ReLU is
+    ``_vwhere_positive(z, z)``, its slope times ``delta`` ``_vwhere_positive(a, delta)``."""
+    if not (isinstance(cond, _Vec) and vec == cond):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered(">", args[0], zero), args[1], zero)
+
+    return vec(cond, vec), codegen
+
+
+@intrinsic
 def _vkeep(typingctx, vec, count):
     """``vec`` with the lanes from ``count`` on set to 0."""
     if not (isinstance(vec, _Vec) and isinstance(count, types.Integer)):
@@ -952,29 +966,17 @@ def _add_outer(target, w_off, bias_target, b_off, n_out, x, rows, rows_off, x_ba
 
 @_jit
 def _activate(a, start, stop, activation):
-    """``a = f(z)`` in place on ``a[start:stop]`` (``z`` is stored there) for a hidden layer."""
-    zero = a.dtype.type(0)
-    one = a.dtype.type(1)
+    """``a = f(z)`` in place on ``a[start:stop]`` (``z`` is stored there) for a hidden layer, a vector at a time."""
     lanes = _VEC_BYTES // a.itemsize
-    if activation == _SIGMOID:
-        for j in range(start, stop, lanes):
-            _vstore(a, j, _vsigmoid(_vload(a, j, stop - j)), stop - j)
-        return
-    if activation == _TANH:
-        for j in range(start, stop, lanes):
-            _vstore(a, j, _vtanh(_vload(a, j, stop - j)), stop - j)
-        return
-    for j in range(start, stop):
-        zj = a[j]
+    for j in range(start, stop, lanes):
+        z = _vload(a, j, stop - j)
         if activation == _SIGMOID:
-            e = np.exp(-abs(zj))  # <= 1: never overflows
-            p = one / (one + e)  # both branches computed: no mispredicted jump
-            q = e / (one + e)
-            a[j] = p if zj >= zero else q
+            f = _vsigmoid(z)
         elif activation == _TANH:
-            a[j] = np.tanh(zj)
+            f = _vtanh(z)
         else:
-            a[j] = zj if zj > zero else zero
+            f = _vwhere_positive(z, z)
+        _vstore(a, j, f, stop - j)
 
 
 @_jit
@@ -1118,11 +1120,12 @@ def _hidden_delta(theta, w_off, n_in, n_out, m, delta, d_off, a, p_off, activati
                     w = _vload(theta, w_off + i * n_out + j, c)
                     acc = _vmuladd(acc, w, _vload(delta, d_off + b * n_out + j, c))
                 delta[p_off + b * n_in + i] = _vsum(acc)
-    # times f'(z_prev), a vector at a time (ReLU's one element at a time)
+    # times f'(z_prev), a vector at a time
     stop = p_off + m * n_in
     if activation == _RELU:
-        for k in range(p_off, stop):
-            delta[k] = delta[k] if a[k] > zero else zero
+        for k in range(p_off, stop, lanes):
+            c = stop - k
+            _vstore(delta, k, _vwhere_positive(_vload(a, k, c), _vload(delta, k, c)), c)
         return
     ones = _vsplat(one)
     for k in range(p_off, stop, lanes):
