@@ -560,19 +560,16 @@ def _atomic_store(typingctx, arr, index, value):
 
 
 @intrinsic
-def _atomic_rmw(typingctx, arr, index, op, value):
-    """``arr[index] += value`` (``op`` "add") or ``arr[index] = value`` (``op`` "xchg"), atomically
-    (acquire and release); returns the value before."""
-    if not (_is_flat(arr, types.int64) and isinstance(index, types.Integer) and isinstance(op, types.StringLiteral)
-            and op.literal_value in ("add", "xchg") and isinstance(value, types.Integer)):
+def _atomic_add(typingctx, arr, index, value):
+    """``arr[index] += value`` atomically (acquire and release); returns the value before."""
+    if not (_is_flat(arr, types.int64) and isinstance(index, types.Integer) and isinstance(value, types.Integer)):
         return None
-    name = op.literal_value
 
     def codegen(context, builder, sig, args):
-        value = context.cast(builder, args[3], sig.args[3], types.int64)
-        return builder.atomic_rmw(name, _atomic_pointer(context, builder, sig, args), value, "acq_rel")
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", _atomic_pointer(context, builder, sig, args), value, "acq_rel")
 
-    return types.int64(arr, types.int64, op, types.int64), codegen
+    return types.int64(arr, types.int64, types.int64), codegen
 
 
 @intrinsic
@@ -1488,7 +1485,7 @@ def _team_claim(team, first):
 
 @_jit
 def _team_task_done(team):
-    _atomic_rmw(team, _T_DONE, "add", 1)
+    _atomic_add(team, _T_DONE, 1)
 
 
 @_jit
