@@ -685,8 +685,8 @@ for mode, momentum in ((nb._STEP_SGD, 0.0), (nb._STEP_GENERAL, 0.9)):
         elif members == 1:  # the leader alone, then a helper
             team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
             eta, mom, l2 = t.dtype.type(0.5), t.dtype.type(momentum), t.dtype.type(0.0)
-            c, k = nb._split_lead(team, t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 10, mode, eta,
-                                  mom, v, l2, G, *w.args())
+            c, k = nb._split_lead(team, t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 250, 10, mode,
+                                  eta, mom, v, l2, G, *w.args())
             team[nb._T_OVER] = 1
             nb._parts_help(team, t, d['sizes'], d['X'].reshape(-1), order, 250, 10, mode, eta, mom, v, l2, G, w.z,
                            w.nzi, w.n_nz, w.bias, w.deltas)
@@ -702,6 +702,74 @@ np.save(sys.argv[2], np.array(results))
     assert np.array_equal(momentum_alone, momentum_serial)
     assert np.array_equal(momentum_team, momentum_serial)
     assert not np.array_equal(sgd_serial[: theta.size], theta)  # the epoch took its steps
+
+
+def test_numba_team_kept_over_chunks_gives_one_calls_result(tmp_path) -> None:  # noqa: ANN001
+    """train_epoch keeps one team for the epoch, its leader back in Python after each chunk of rows while the helper
+    waits: the leader's phases go on from one call to the next (the split's forward passes of the next chunk's
+    first mini-batch are the last phase of the call before), with the result of serial calls over the same chunks,
+    whether the helper runs along or starts only after the leader's last call (a hang fails by the subprocess's
+    timeout)."""
+    from helpers import require_backend
+
+    require_backend("numba")
+    theta, sizes, X, y = problem(WIDE, 0, seed=43, rows=250)
+    code = """
+import sys, numpy as np
+from fastgd.backends import _numba as nb
+d = np.load(sys.argv[1])
+order = np.random.default_rng(5).permutation(250)
+X = d['X'].reshape(-1)
+results = []
+for batch in (10, 70):  # the split first layer; slices
+    for way in ('serial', 'team', 'alone'):
+        t = d['theta'].copy()
+        if batch == 10:
+            w = nb._SplitScratch(t, d['sizes'], batch)
+            args = (t, d['sizes'], 0, 0, X, d['y'], order, 0, 250, batch, nb._STEP_SGD, 0.5, 0.0, t[:0], 0.0, t[:0],
+                    *w.args())
+        else:
+            w = nb._SliceScratch(t, d['sizes'], batch)
+            args = (t, d['sizes'], 0, 0, X, d['y'], order, 0, 250, batch, 0.5, 0.0, t[:0], 0.0, w.G, w.acts, w.deltas,
+                    w.identity)
+        if way == 'serial':  # over the same chunks, their costs summed in order (as train_epoch on one thread)
+            c = k = 0
+            for lo in range(0, 250, 3 * batch):
+                serial = nb._split_batches if batch == 10 else nb._sliced_batches
+                ck = serial(*args[:7], lo, min(lo + 3 * batch, 250), *args[9:])
+                c, k = c + ck[0], k + ck[1]
+        elif way == 'team':
+            c, k = (nb._split_team_batches if batch == 10 else nb._team_batches)(*args, 2, 3 * batch)
+        else:  # the leader's calls alone, then a helper
+            team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
+            eta, zero = t.dtype.type(0.5), t.dtype.type(0.0)
+            c = k = 0
+            for lo in range(0, 250, 3 * batch):
+                hi = min(lo + 3 * batch, 250)
+                if batch == 10:
+                    ck = nb._split_lead(team, t, d['sizes'], 0, 0, X, d['y'], order, lo, hi, 250, batch, nb._STEP_SGD,
+                                        eta, zero, t[:0], zero, t[:0], *w.args())
+                else:
+                    ck = nb._team_lead(team, t, d['sizes'], 0, 0, X, d['y'], order, lo, hi, batch, eta, zero, t[:0],
+                                       zero, w.G, w.acts, w.deltas, w.identity, np.zeros(nb._SLICES),
+                                       np.zeros(nb._SLICES, dtype=np.int64))
+                c, k = c + ck[0], k + ck[1]
+            team[nb._T_OVER] = 1
+            if batch == 10:
+                nb._parts_help(team, t, d['sizes'], X, order, 250, batch, nb._STEP_SGD, eta, zero, t[:0], zero, t[:0],
+                               w.z, w.nzi, w.n_nz, w.bias, w.deltas)
+        results.append(np.append(t, [c, k]))
+np.save(sys.argv[2], np.array(results))
+"""
+    split_serial, split_team, split_alone, sliced_serial, sliced_team, sliced_alone = numba_script_result(
+        tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code
+    )
+    assert np.array_equal(split_team, split_serial)
+    assert np.array_equal(split_alone, split_serial)
+    assert np.array_equal(sliced_team, sliced_serial)
+    assert np.array_equal(sliced_alone, sliced_serial)
+    assert not np.array_equal(split_serial[: theta.size], theta)  # the epoch took its steps
+    assert not np.array_equal(sliced_serial[: theta.size], theta)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -28,9 +28,10 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
   is fused into the gradient loop (``W[i, :] += x[b, i] * (-eta/m * delta[b, :])`` for the rows
   ``b`` in order), so the gradient is never stored; l2 and momentum go through a gradient buffer.
 * ``train_epoch`` calls the kernel once per chunk of mini-batches, so that Ctrl-C is honoured
-  between chunks, with ``theta`` always holding the result of whole steps.
+  between chunks, with ``theta`` always holding the result of whole steps. (A team of threads is
+  started once per epoch: its leader comes back to Python between chunks while the others wait.)
 * Mini-batches of 64 rows or more have their gradient summed in fixed slices of rows, added in a
-  fixed order. On two or more threads a team shares a chunk's slices and steps
+  fixed order. On two or more threads a team shares the slices and steps
   (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the same result
   as the slices run in turn. A team is the calling thread and helper threads of this module, each
   running a kernel without the GIL (:func:`_with_helpers`), not a ``prange`` loop.
@@ -1422,19 +1423,21 @@ def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, ba
     return total, correct
 
 
-# Two or more threads share an epoch's chunk of large mini-batches as a team, started once per chunk
-# (a start per mini-batch costs a fork and a join each time, and on a busy host a thread that is
-# late to one of them holds up the other). The calling thread leads: it runs the loop over
-# mini-batches, and publishes each mini-batch as two phases of tasks, its slices and then its
-# parameter step in _STEP_CHUNKS ranges of theta; every member claims tasks one at a time. A member
-# that is late (or starts only when the leader is done) only leaves more tasks to the others, and
-# the leader waits only for tasks already claimed, so no thread ever waits for one that has not
-# started. Which member runs a task never changes the result.
+# Two or more threads share an epoch's large mini-batches as a team, started once per epoch (a start
+# per mini-batch costs a fork and a join each time, and on a busy host a thread that is late to one
+# of them holds up the other; a start per chunk of mini-batches, so that Python sees Ctrl-C between
+# them, cost 2-6% of an epoch at batch 100 and 1000 on two threads: the leader now comes back to
+# Python between chunks while the helpers wait for its next phase). The calling thread leads: it
+# runs the loop over mini-batches, and publishes each mini-batch as two phases of tasks, its slices
+# and then its parameter step in _STEP_CHUNKS ranges of theta; every member claims tasks one at a
+# time. A member that is late (or starts only when the leader is done) only leaves more tasks to the
+# others, and the leader waits only for tasks already claimed, so no thread ever waits for one that
+# has not started. Which member runs a task never changes the result.
 
 # Words of the team's int64 array; each counter on a 64-byte line of its own.
 _T_CLAIM = 0  # (phase number << 32) | a bit per task of the phase, set when claimed; 0 before the first phase
 _T_DONE = 8  # tasks of the current phase finished
-_T_OVER = 16  # set when the leader is done with the chunk
+_T_OVER = 16  # set when the leader is done with the team's rows
 _T_SLOTS = 24  # phase p's mini-batch (first row, row count), its kind and its number of tasks: 4 words from
 #               _T_SLOTS + 4 * (p & 1)
 _TEAM_WORDS = 32
@@ -1539,19 +1542,23 @@ def _team_phase(team, p, r0, m, kind, tasks, theta, sizes, activation, cost, X, 
 @_jit
 def _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
                l2, G, acts, deltas, identity, costs, hits):
-    """The leader's part of :func:`_team_batches`: returns the summed cost and correct count."""
+    """The leader's part of :func:`_team_batches` over the mini-batches of rows ``start`` to ``stop``: returns their
+    summed cost and correct count. Its phases are numbered on from the team's last one, so the team's helpers can
+    go on from one call to the next."""
     total = 0.0
     correct = 0
-    for k, r0 in enumerate(range(start, stop, batch_size)):
+    p = _atomic_load(team, _T_CLAIM) >> 32
+    for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
         ns = _n_slices(m)
-        _team_phase(team, 2 * k + 1, r0, m, _SLICES_PHASE, ns, theta, sizes, activation, cost, X, y, order, eta,
+        _team_phase(team, p + 1, r0, m, _SLICES_PHASE, ns, theta, sizes, activation, cost, X, y, order, eta,
                     momentum, velocity, l2, G, acts, deltas, identity, costs, hits)  # fmt: skip
         for s in range(ns):
             total += costs[s]
             correct += hits[s]
-        _team_phase(team, 2 * k + 2, r0, m, _STEP_PHASE, _STEP_CHUNKS, theta, sizes, activation, cost, X, y, order,
+        _team_phase(team, p + 2, r0, m, _STEP_PHASE, _STEP_CHUNKS, theta, sizes, activation, cost, X, y, order,
                     eta, momentum, velocity, l2, G, acts, deltas, identity, costs, hits)  # fmt: skip
+        p += 2
     return total, correct
 
 
@@ -1570,8 +1577,11 @@ def _team_stop(team):
 
 
 def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
-                  l2, G, acts, deltas, identity, members):
-    """:func:`_sliced_batches` run by a team of ``members`` threads: the same result."""
+                  l2, G, acts, deltas, identity, members, chunk=None):
+    """:func:`_sliced_batches` run by a team of ``members`` threads: the same result. With ``chunk`` (a multiple
+    of ``batch_size``), the leader comes back to Python after every ``chunk`` rows (so that Ctrl-C stops the
+    epoch there) while the helpers wait for its next mini-batch: one team for the whole range, whose start costs
+    tens of microseconds."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
     costs = np.zeros(_SLICES)
     hits = np.zeros(_SLICES, dtype=np.int64)
@@ -1583,10 +1593,21 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
     total, correct = _with_helpers(
         members,
         lambda: _team_help(team, *shared, *step),
-        lambda: _team_lead(team, *shared, start, stop, batch_size, *step),
+        lambda: _chunks(stop - start if chunk is None else chunk, start, stop,
+                        lambda lo, hi: _team_lead(team, *shared, lo, hi, batch_size, *step)),
         lambda: _team_stop(team),
     )
     return total, int(correct)
+
+
+def _chunks(chunk, start, stop, run):
+    """The summed ``(cost, correct)`` of ``run(lo, hi)`` over ranges of ``chunk`` rows from ``start`` to ``stop``."""
+    total, correct = 0.0, 0
+    for lo in range(start, stop, chunk):
+        c, k = run(lo, min(lo + chunk, stop))
+        total += c
+        correct += k
+    return total, correct
 
 
 # --------------------------------------------------------------------------------------------
@@ -1717,7 +1738,7 @@ def _parts_run_one(team, first, theta, sizes, X, order, stop, batch_size, mode, 
                    nzi, n_nz, bias, deltas):
     """Claim and run one task of the parts' current phase (as :func:`_team_run_one`): part ``i``'s update for
     the mini-batch published (none if its row count is 0), then its forward pass over the one after it (if
-    it is before ``stop``)."""
+    it is before ``stop``, the end of the team's rows)."""
     i, r0, m, _kind = _team_claim(team, first)
     if i < 0:
         return i + 1
@@ -1731,14 +1752,20 @@ def _parts_run_one(team, first, theta, sizes, X, order, stop, batch_size, mode, 
 
 
 @_jit
-def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta, momentum,
+def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, end, batch_size, mode, eta, momentum,
                 velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity):
-    """The leader's part of :func:`_split_team_batches`: returns the summed cost and correct count."""
+    """The leader's part of :func:`_split_team_batches` over the mini-batches of rows ``start`` to ``stop`` of the
+    team's rows, which end at ``end``: returns their summed cost and correct count. A team's first call starts
+    with a phase of the first mini-batch's forward passes alone; each call's last phase has the forward passes
+    of the mini-batch after ``stop`` (if it is before ``end``), so a next call starts from there. Phases are
+    numbered on from the team's last one."""
     w_off, b_off, a_off = _layer_offsets(sizes, batch_size)
     every_input = _every_input(sizes)
     wt = _hidden_scratch(theta, sizes)
     total = 0.0
     correct = 0
+    phase = _atomic_load(team, _T_CLAIM) >> 32
+    first = phase == 0
     r0 = start - batch_size  # the first phase: no update, the first mini-batch's forward passes
     m = 0
     for p in range(1, (stop - start + batch_size - 1) // batch_size + 2):
@@ -1749,8 +1776,11 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
                                  G, z, acts, deltas, identity, every_input, wt, w_off, b_off, a_off)  # fmt: skip
             total += c
             correct += k
-        _team_publish(team, p, r0, m, _PARTS_PHASE, 2)
-        while _parts_run_one(team, 0, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
+        elif not first:
+            continue  # the forward passes were the last phase of the call before
+        phase += 1
+        _team_publish(team, phase, r0, m, _PARTS_PHASE, 2)
+        while _parts_run_one(team, 0, theta, sizes, X, order, end, batch_size, mode, eta, momentum, velocity, l2, G, z,
                              nzi, n_nz, bias, deltas) != 0:  # fmt: skip
             pass
         _team_wait(team, 2)
@@ -1769,20 +1799,23 @@ def _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momen
 
 
 def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta, momentum,
-                        velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, members):
-    """:func:`_split_batches` run by a team of ``members`` threads (as :func:`_team_batches`): the same result."""
+                        velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, members, chunk=None):
+    """:func:`_split_batches` run by a team of ``members`` threads (as :func:`_team_batches`, ``chunk`` too): the same
+    result."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
     eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     # The leader over no rows first (one phase with no task to do): on a first call it compiles here, not
     # while the helper spins, waiting.
     _split_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), theta, sizes, activation, cost, X, y, order, start, start,
-                batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
+                start, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
     total, correct = _with_helpers(
         members,
         lambda: _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
                             nzi, n_nz, bias, deltas),
-        lambda: _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta,
-                            momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity),
+        lambda: _chunks(stop - start if chunk is None else chunk, start, stop,
+                        lambda lo, hi: _split_lead(team, theta, sizes, activation, cost, X, y, order, lo, hi, stop,
+                                                   batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias,
+                                                   acts, deltas, identity)),
         lambda: _team_stop(team),
     )
     return total, int(correct)
@@ -1996,18 +2029,24 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
     if split:
         parts = _SplitScratch(theta, sizes, batch_size)
         members = min(numba.get_num_threads(), 2)
+    if (split or sliced) and members > 1:
+        # one team for the epoch, its leader back in Python after each chunk
+        if split:
+            total, correct = _split_team_batches(
+                theta, sizes, int(activation), int(cost), Xf, y, order, 0, n, batch_size, mode, eta, momentum,
+                velocity, l2, buffer, *parts.args(), members, chunk,
+            )  # fmt: skip
+        else:
+            total, correct = _team_batches(
+                theta, sizes, int(activation), int(cost), Xf, y, order, 0, n, batch_size, eta, momentum, velocity, l2,
+                work.G, work.acts, work.deltas, work.identity, members, chunk,
+            )  # fmt: skip
+        return total / max(n, 1), int(correct)
     for start in range(0, n, chunk):
         if split:
-            args = (theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
-                    mode, eta, momentum, velocity, l2, buffer, *parts.args())  # fmt: skip
-            if members > 1:
-                chunk_cost, chunk_correct = _split_team_batches(*args, members)
-            else:
-                chunk_cost, chunk_correct = _split_batches(*args)
-        elif sliced and members > 1:
-            chunk_cost, chunk_correct = _team_batches(
-                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
-                eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity, members,
+            chunk_cost, chunk_correct = _split_batches(
+                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size, mode,
+                eta, momentum, velocity, l2, buffer, *parts.args(),
             )  # fmt: skip
         elif sliced:
             chunk_cost, chunk_correct = _sliced_batches(
