@@ -601,6 +601,44 @@ def test_numba_team_raises_a_helpers_error() -> None:
     assert _numba._with_helpers(3, lambda: None, lambda: 7) == 7
 
 
+def test_numba_team_waits_for_its_helpers_through_a_second_ctrl_c() -> None:
+    """Ctrl-C pressed again while a team waits for its helpers to finish their task (the first stopped the
+    leader) is raised only once they are done: a helper still writing to the parameters after the team raised
+    would change them after fit restored them."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from helpers import require_backend
+
+    require_backend("numba")
+    from fastgd.backends import _numba
+
+    started, done = threading.Event(), threading.Event()
+
+    def helper() -> None:
+        started.set()
+        time.sleep(0.3)  # the helper's task, still running when the second Ctrl-C comes
+        done.set()
+
+    def lead() -> None:
+        assert started.wait(10)
+        raise KeyboardInterrupt  # the first Ctrl-C, seen by the leader
+
+    second = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        second.start()
+        with pytest.raises(KeyboardInterrupt):
+            _numba._with_helpers(2, helper, lead)
+        assert done.is_set()
+    finally:
+        second.cancel()
+        second.join()
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_numba_teams_work_in_a_forked_child(tmp_path) -> None:  # noqa: ANN001
     """The teams' helper threads are kept between teams; a process forked after a team has none of them, and makes
     its own: its epochs (split first layer, large mini-batches) and long forward passes still finish, with the

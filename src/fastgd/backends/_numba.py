@@ -141,10 +141,25 @@ def _with_helpers(members, helper, lead, stop=None):
         finally:
             if stop is not None:
                 stop()
-            concurrent.futures.wait(helpers)
+            _wait_for(helpers)
         for h in helpers:
             h.result()  # a helper's exception
     return result
+
+
+def _wait_for(helpers):
+    """Wait until every helper is done, through Ctrl-C too (pressed again while they finish their task): they
+    write to the caller's arrays, which must not change once the team returns or raises. A KeyboardInterrupt
+    that came meanwhile is raised when they are done."""
+    interrupted = False
+    while True:
+        try:
+            concurrent.futures.wait(helpers)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _each_on_threads(members, n, task, setup=lambda: None):
