@@ -1618,7 +1618,7 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
 def _chunks(chunk, start, stop, run):
     """The summed ``(cost, correct)`` of ``run(lo, hi)`` over ranges of ``chunk`` rows from ``start`` to ``stop``."""
     total, correct = 0.0, 0
-    for lo in range(start, stop, chunk):
+    for lo in range(start, stop, max(chunk, 1)):
         c, k = run(lo, min(lo + chunk, stop))
         total += c
         correct += k
