@@ -58,6 +58,7 @@ import itertools
 import os
 import platform
 import threading
+from typing import Any
 
 import numba
 import numpy as np
@@ -1608,7 +1609,7 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
     total, correct = _with_helpers(
         members,
         lambda: _team_help(team, *shared, *step),
-        lambda: _chunks(stop - start if chunk is None else chunk, start, stop,
+        lambda: _chunks(chunk, start, stop,
                         lambda lo, hi: _team_lead(team, *shared, lo, hi, batch_size, *step)),
         lambda: _team_stop(team),
     )
@@ -1616,10 +1617,12 @@ def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batc
 
 
 def _chunks(chunk, start, stop, run):
-    """The summed ``(cost, correct)`` of ``run(lo, hi)`` over ranges of ``chunk`` rows from ``start`` to ``stop``."""
+    """The summed ``(cost, correct)`` of ``run(lo, hi)`` over ranges of ``chunk`` rows (None: all) from ``start`` to
+    ``stop``, in order."""
+    step = max(stop - start if chunk is None else chunk, 1)
     total, correct = 0.0, 0
-    for lo in range(start, stop, max(chunk, 1)):
-        c, k = run(lo, min(lo + chunk, stop))
+    for lo in range(start, stop, step):
+        c, k = run(lo, min(lo + step, stop))
         total += c
         correct += k
     return total, correct
@@ -1827,7 +1830,7 @@ def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop
         members,
         lambda: _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
                             nzi, n_nz, bias, deltas),
-        lambda: _chunks(stop - start if chunk is None else chunk, start, stop,
+        lambda: _chunks(chunk, start, stop,
                         lambda lo, hi: _split_lead(team, theta, sizes, activation, cost, X, y, order, lo, hi, stop,
                                                    batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias,
                                                    acts, deltas, identity)),
@@ -2027,53 +2030,35 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
         mode, buffer = _STEP_GENERAL, theta[:0] if sliced else np.empty_like(theta)
     if momentum == 0.0:
         velocity = theta[:0]  # ignored; an array of theta's type keeps one compiled signature
-    scratch = _Scratch(theta, sizes, 1 if sliced or split else batch_size)
     # Chunks of whole mini-batches, each about _WORK_PER_CHUNK multiply-adds: Python gets
     # control between them, so Ctrl-C stops the epoch after a whole step.
     batches_per_chunk = max(1, int(_WORK_PER_CHUNK / (theta.shape[0] * batch_size)))
     chunk = batches_per_chunk * batch_size
-    total = 0.0
-    correct = 0
-    if sliced or split:
-        if not theta.flags.writeable or (momentum != 0.0 and not velocity.flags.writeable):
-            raise ValueError("train_epoch: theta and velocity are updated in place and must be writable")
-        Xf = X.reshape(-1)
-    if sliced:
-        work = _SliceScratch(theta, sizes, batch_size)
-        members = min(numba.get_num_threads(), int(_n_slices(batch_size)))
+    if not (sliced or split):
+        scratch = _Scratch(theta, sizes, batch_size)
+        total, correct = _chunks(chunk, 0, n, lambda lo, hi: _call(
+            theta, sizes, activation, cost, X, y, order, lo, hi, batch_size, mode, eta, momentum, velocity, l2, buffer,
+            scratch))  # fmt: skip
+        return total / max(n, 1), int(correct)
+    if not theta.flags.writeable or (momentum != 0.0 and not velocity.flags.writeable):
+        raise ValueError("train_epoch: theta and velocity are updated in place and must be writable")
+    shared = (theta, sizes, int(activation), int(cost), X.reshape(-1), y, order)
+    kernels: tuple[Any, Any]  # the serial kernel and its team
     if split:
         parts = _SplitScratch(theta, sizes, batch_size)
         members = min(numba.get_num_threads(), 2)
-    if (split or sliced) and members > 1:
-        # one team for the epoch, its leader back in Python after each chunk
-        if split:
-            total, correct = _split_team_batches(
-                theta, sizes, int(activation), int(cost), Xf, y, order, 0, n, batch_size, mode, eta, momentum,
-                velocity, l2, buffer, *parts.args(), members, chunk,
-            )  # fmt: skip
-        else:
-            total, correct = _team_batches(
-                theta, sizes, int(activation), int(cost), Xf, y, order, 0, n, batch_size, eta, momentum, velocity, l2,
-                work.G, work.acts, work.deltas, work.identity, members, chunk,
-            )  # fmt: skip
-        return total / max(n, 1), int(correct)
-    for start in range(0, n, chunk):
-        if split:
-            chunk_cost, chunk_correct = _split_batches(
-                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size, mode,
-                eta, momentum, velocity, l2, buffer, *parts.args(),
-            )  # fmt: skip
-        elif sliced:
-            chunk_cost, chunk_correct = _sliced_batches(
-                theta, sizes, int(activation), int(cost), Xf, y, order, start, min(start + chunk, n), batch_size,
-                eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity,
-            )  # fmt: skip
-        else:
-            chunk_cost, chunk_correct = _call(theta, sizes, activation, cost, X, y, order, start,
-                                              min(start + chunk, n), batch_size, mode, eta, momentum, velocity, l2,
-                                              buffer, scratch)  # fmt: skip
-        total += chunk_cost
-        correct += chunk_correct
+        kernels = (_split_batches, _split_team_batches)
+        rest = (batch_size, mode, eta, momentum, velocity, l2, buffer, *parts.args())
+    else:
+        work = _SliceScratch(theta, sizes, batch_size)
+        members = min(numba.get_num_threads(), int(_n_slices(batch_size)))
+        kernels = (_sliced_batches, _team_batches)
+        rest = (batch_size, eta, momentum, velocity, l2, work.G, work.acts, work.deltas, work.identity)
+    serial, team = kernels
+    if members > 1:  # one team for the epoch, its leader back in Python after each chunk
+        total, correct = team(*shared, 0, n, *rest, members, chunk)
+    else:
+        total, correct = _chunks(chunk, 0, n, lambda lo, hi: serial(*shared, lo, hi, *rest))
     return total / max(n, 1), int(correct)
 
 
