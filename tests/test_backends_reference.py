@@ -796,6 +796,9 @@ for batch in (10, 70):  # the split first layer; slices
             if batch == 10:
                 nb._parts_help(team, t, d['sizes'], X, order, 250, batch, nb._STEP_SGD, eta, zero, t[:0], zero, t[:0],
                                w.z, w.nzi, w.n_nz, w.bias, w.deltas)
+            else:
+                nb._team_help(team, t, d['sizes'], 0, 0, X, d['y'], order, eta, zero, t[:0], zero, w.G, w.acts,
+                              w.deltas, w.identity, np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64))
         results.append(np.append(t, [c, k]))
 np.save(sys.argv[2], np.array(results))
 """
