@@ -7,10 +7,12 @@ or JAX; threadpoolctl optional (its absence is simulated too). The numba backend
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +192,7 @@ def test_peers_script_with_numpy_on_a_subset(mnist, tmp_path: Path) -> None:  # 
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     out = tmp_path / "peers.json"
     res = subprocess.run([sys.executable, str(PEERS), "--only", "numpy", "--limit", "2000", "--runs", "1",
-                          "--min-accuracy", "0.3", "--json", str(out)],
+                          "--min-time", "0", "--min-accuracy", "0.3", "--json", str(out)],
                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     table = res.stdout
@@ -203,10 +205,38 @@ def test_peers_script_with_numpy_on_a_subset(mnist, tmp_path: Path) -> None:  # 
     assert {"numpy-example", "numpy-batch"} <= set(results)
     for r in results.values():
         assert not r["skipped"] and r["seconds"] > 0 and r["accuracy"] > 0.3
+        assert len(r["runs"]) == 1  # --min-time 0: exactly --runs timed epochs
     # the same initial parameters and order everywhere: the float64 book algorithm and fastgd's
     # float32 fit learn the same thing from 2,000 rows
     fastgd_row = next(r for k, r in results.items() if k.startswith("fastgd"))
     assert abs(results["numpy-example"]["accuracy"] - fastgd_row["accuracy"]) < 0.02
+
+
+@pytest.mark.skipif(not PEERS.is_file(), reason="benchmarks/peers.py is not in this checkout")
+def test_peers_script_runs_short_epochs_until_they_fill_the_minimum_time() -> None:
+    spec = importlib.util.spec_from_file_location("fastgd_peers_script", PEERS)
+    assert spec is not None and spec.loader is not None
+    peers = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = peers  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(peers)
+    finally:
+        del sys.modules[spec.name]
+    calls: list[int] = []
+
+    def epoch() -> int:
+        calls.append(1)
+        time.sleep(0.002)
+        return len(calls)
+
+    first, times, last = peers.timed(epoch, peers.Runs(least=3, min_time=0.05, most=200))
+    assert first > 0 and last == len(calls) == len(times) + 1
+    # the last run was needed to reach the minimum time, and no run after it
+    assert len(times) >= 3 and sum(times[:-1]) < 0.05 <= sum(times)
+    _, times, _ = peers.timed(epoch, peers.Runs(least=3, min_time=0))
+    assert len(times) == 3
+    _, times, _ = peers.timed(epoch, peers.Runs(least=2, min_time=1e9, most=5))
+    assert len(times) == 5
 
 
 @pytest.mark.skipif(not PEERS.is_file(), reason="benchmarks/peers.py is not in this checkout")
