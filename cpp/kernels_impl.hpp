@@ -188,6 +188,17 @@ inline vec<T> vtanh(const vec<T>& z) {
     return az < T(0.625) ? tanh_small(z) : large;
 }
 
+// A lane of IntOf<T>::type.
+template <class T>
+using lane_t = std::remove_cv_t<decltype(IntOf<T>::bias)>;
+// 0, 1, ..., kLanes - 1: a vector's lane numbers, to select lanes by column.
+template <class T>
+inline typename IntOf<T>::type lane_index() {
+    typename IntOf<T>::type v;
+    for (int64_t i = 0; i < kLanes<T>; ++i) v[i] = static_cast<lane_t<T>>(i);
+    return v;
+}
+
 inline int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 template <class T>
 inline int64_t lines_per_row(int64_t n) {
@@ -517,27 +528,64 @@ void dense_step(const T* const* xr, int64_t n_in, const T* d, T inv_m, T eta, T 
     }
 }
 
+// WT (n_out rows of ldp) = W^T, W being n_in rows of ldw, with zeros in columns [n_in, ldp): by
+// tiles of kLanes x kLanes, each transposed in registers (log2(kLanes) rounds of two-vector
+// shuffles, each round swapping the off-diagonal blocks of twice its size).
+template <class T>
+void transpose_weights(const T* W, int64_t ldw, int64_t n_in, int64_t n_out, T* WT, int64_t ldp) {
+    typedef typename IntOf<T>::type ivec;
+    constexpr int64_t L = kLanes<T>;
+    for (int64_t ib = 0; ib < ldp; ib += L) {
+        for (int64_t cb = 0; cb < n_out; cb += L) {
+            vec<T> t[L];
+#pragma GCC unroll 16
+            for (int64_t k = 0; k < L; ++k) t[k] = ib + k < n_in ? vload(W + (ib + k) * ldw + cb) : vec<T>{};
+#pragma GCC unroll 4
+            for (int64_t h = L / 2; h >= 1; h /= 2) {
+                ivec lo, hi;
+#pragma GCC unroll 16
+                for (int64_t j = 0; j < L; ++j) {
+                    lo[j] = static_cast<lane_t<T>>(j & h ? L + j - h : j);
+                    hi[j] = static_cast<lane_t<T>>(j & h ? L + j : j + h);
+                }
+#pragma GCC unroll 16
+                for (int64_t k = 0; k < L; ++k) {
+                    if (k & h) continue;
+                    const vec<T> a = t[k], b = t[k + h];
+                    t[k] = __builtin_shuffle(a, b, lo);
+                    t[k + h] = __builtin_shuffle(a, b, hi);
+                }
+            }
+            for (int64_t k = 0; k < L && cb + k < n_out; ++k) vstore(WT + (cb + k) * ldp + ib, t[k]);
+        }
+    }
+}
+
 // Backpropagate the deltas through one layer:
 // dprev[r, i] = f'(aprev[r, i]) * sum_c W[i, c] d[r, c] for i < n_in, 0 in the padding.
 // d is R rows of stride ldw (n_out real columns); aprev and dprev R rows of stride ldp. The
 // weights are first transposed into WT (n_out x ldp, padding zero), so that each row's sum is a
-// few vector multiply-adds along i instead of one horizontal sum per (r, i).
-template <class T>
-void dense_backprop(int R, const T* W, int64_t ldw, int64_t n_in, int64_t n_out, const T* d, const T* aprev,
-                    int64_t ldp, int act, T* dprev, T* WT) {
-    for (int64_t c = 0; c < n_out; ++c) {
-        for (int64_t i = 0; i < n_in; ++i) WT[c * ldp + i] = W[i * ldw + c];
-        for (int64_t i = n_in; i < ldp; ++i) WT[c * ldp + i] = 0;
-    }
-    for (int r = 0; r < R; ++r) {
-        const T* dr = d + r * ldw;
-        for (int64_t i = 0; i < ldp; i += kLanes<T>) {
-            vec<T> s = vec<T>{};
-            for (int64_t c = 0; c < n_out; ++c) s += dr[c] * vload(WT + c * ldp + i);
+// few vector multiply-adds along i instead of one horizontal sum per (r, i); the R rows' sums are
+// kept side by side, c = 0, 1, ... added to each in turn.
+template <class T, int R>
+void dense_backprop(const T* W, int64_t ldw, int64_t n_in, int64_t n_out, const T* d, const T* aprev, int64_t ldp,
+                    int act, T* dprev, T* WT) {
+    transpose_weights<T>(W, ldw, n_in, n_out, WT, ldp);
+    for (int64_t i = 0; i < ldp; i += kLanes<T>) {
+        vec<T> s[R];
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) s[r] = vec<T>{};
+        for (int64_t c = 0; c < n_out; ++c) {
+            const vec<T> wt = vload(WT + c * ldp + i);
+#pragma GCC unroll 32
+            for (int r = 0; r < R; ++r) s[r] += d[r * ldw + c] * wt;
+        }
+#pragma GCC unroll 32
+        for (int r = 0; r < R; ++r) {
             const vec<T> a = vload(aprev + r * ldp + i);
             const vec<T> slope = act == kTanh ? T(1) - a * a : act == kRelu ? (a > 0 ? vec<T>{} + T(1) : vec<T>{})
                                                                            : a * (T(1) - a);
-            vstore(dprev + r * ldp + i, s * slope);
+            vstore(dprev + r * ldp + i, s[r] * slope);
         }
     }
 }
@@ -613,18 +661,26 @@ void work_attach(Work<T>& w, T* mem, T** Aptrs, const T** Arows) {
     w.WT = mem;
 }
 
+// z = f(z), a vector at a time, over R rows of stride ld.
+template <class T, class F>
+void map_rows(int R, T* z, int64_t ld, F f) {
+    for (int r = 0; r < R; ++r)
+        for (int64_t c = 0; c < ld; c += kLanes<T>) vstore(z + r * ld + c, f(vload(z + r * ld + c)));
+}
+
 // Apply the hidden activation in place to R rows of stride ld (n real columns; the padding may
 // change, it is never read as an input).
 template <class T>
 void activate_rows(int act, int R, T* z, int64_t ld, int64_t n) {
     (void)n;
-    for (int r = 0; r < R; ++r) {
-        for (int64_t c = 0; c < ld; c += kLanes<T>) {
-            const vec<T> v = vload(z + r * ld + c);
-            const vec<T> a = act == kRelu ? (v > 0 ? v : vec<T>{}) : act == kTanh ? vtanh<T>(v) : vsigmoid<T>(v);
-            vstore(z + r * ld + c, a);
-        }
-    }
+    // One loop per activation: with the choice inside the loop, the compiler computes more than
+    // one of them for every vector and selects.
+    if (act == kRelu)
+        map_rows<T>(R, z, ld, [](const vec<T>& v) { return v > 0 ? v : vec<T>{}; });
+    else if (act == kTanh)
+        map_rows<T>(R, z, ld, [](const vec<T>& v) { return vtanh<T>(v); });
+    else
+        map_rows<T>(R, z, ld, [](const vec<T>& v) { return vsigmoid<T>(v); });
 }
 
 // Layer l's activations from its weighted inputs z (R rows): a hidden layer's in place, the output
@@ -638,6 +694,15 @@ void finish_layer(Work<T>& w, int l, T* z, int R) {
         return;
     }
     T* a = w.A[net.L];
+    if (net.cost != kLogLikelihood) {
+        // Sigmoid outputs, the padding columns set to zero by lane (no call per row to clear them).
+        const auto lanes = lane_index<T>();
+        for (int r = 0; r < R; ++r)
+            for (int64_t c = 0; c < ldo; c += kLanes<T>)
+                vstore(a + r * ldo + c, lanes < static_cast<lane_t<T>>(nout - c) ? vsigmoid<T>(vload(z + r * ldo + c))
+                                                                                    : vec<T>{});
+        return;
+    }
     for (int r = 0; r < R; ++r) {
         const T* zr = z + r * ldo;
         T* ar = a + r * ldo;
@@ -689,21 +754,39 @@ template <class T>
 double block_cost(Work<T>& w, int R, T* delta) {
     const Net& net = *w.net;
     const int64_t nout = net.n[net.L], ldo = net.ld[net.L];
+    const auto lanes = lane_index<T>();
     double total = 0;
     for (int r = 0; r < R; ++r) {
         const T* a = w.A[net.L] + r * ldo;
         const T* z = w.Zout + r * ldo;
         const int64_t label = w.labels[r];
+        // The first largest output, without a branch per output (which the CPU mispredicts).
         int64_t best = 0;
-        for (int64_t j = 1; j < nout; ++j)
-            if (a[j] > a[best]) best = j;
+        T top = a[0];
+        for (int64_t j = 1; j < nout; ++j) {
+            const bool above = a[j] > top;
+            best = above ? j : best;
+            top = above ? a[j] : top;
+        }
         w.correct += best == label;
+        // A vector of outputs at a time: diff = a - y (y the label's one-hot row). The quadratic
+        // cost adds the squares one output after another (each square rounded, then added); the
+        // deltas are diff a (1 - a) for the quadratic cost, diff for the others, zero in the padding.
         T c = 0;
-        if (net.cost == kQuadratic) {
-            for (int64_t j = 0; j < nout; ++j) {
-                const T diff = a[j] - (j == label ? T(1) : T(0));
-                c += diff * diff;
+        for (int64_t c0 = 0; c0 < ldo; c0 += kLanes<T>) {
+            const vec<T> av = vload(a + c0);
+            const vec<T> diff = av - (lanes == static_cast<lane_t<T>>(label - c0) ? vec<T>{} + T(1) : vec<T>{});
+            if (net.cost == kQuadratic) {
+                const vec<T> sq = diff * diff;
+                const int64_t n = nout - c0 < kLanes<T> ? nout - c0 : kLanes<T>;
+                for (int64_t j = 0; j < n; ++j) c += sq[j];
             }
+            if (delta) {
+                const vec<T> d = net.cost == kQuadratic ? diff * av * (T(1) - av) : diff;
+                vstore(delta + r * ldo + c0, lanes < static_cast<lane_t<T>>(nout - c0) ? d : vec<T>{});
+            }
+        }
+        if (net.cost == kQuadratic) {
             c *= T(0.5);
         } else if (net.cost == kCrossEntropy) {
             // -[y ln a + (1-y) ln(1-a)] with a = sigmoid(z): y softplus(-z) + (1-y) softplus(z).
@@ -717,14 +800,6 @@ double block_cost(Work<T>& w, int R, T* delta) {
             c = xlog(sum) - (z[label] - zmax);
         }
         total += static_cast<double>(c);
-        if (delta) {
-            T* dr = delta + r * ldo;
-            for (int64_t j = 0; j < nout; ++j) {
-                const T diff = a[j] - (j == label ? T(1) : T(0));
-                dr[j] = net.cost == kQuadratic ? diff * a[j] * (T(1) - a[j]) : diff;
-            }
-            for (int64_t j = nout; j < ldo; ++j) dr[j] = 0;
-        }
     }
     return total;
 }
@@ -775,8 +850,8 @@ T* block_backward(Work<T>& w, const Update<T>& up, int last = 0) {
     for (int l = net.L - 1; l >= last; --l) {
         const int64_t ldo = net.ld[l + 1];
         if (l > 0)
-            dense_backprop<T>(R, w.P + net.woff[l], ldo, net.n[l], net.n[l + 1], d, w.A[l], net.ld[l], net.act,
-                              dnext, w.WT);
+            dense_backprop<T, R>(w.P + net.woff[l], ldo, net.n[l], net.n[l + 1], d, w.A[l], net.ld[l], net.act,
+                                 dnext, w.WT);
         const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
         const int64_t wo = net.woff[l], bo = net.boff[l];
         // The input layer's nonzero inputs, listed by block_forward for these rows.
@@ -1429,6 +1504,9 @@ void split_forward(SplitEpoch<T>& e, int h, int64_t k, int64_t m, int64_t b) {
     const int R = static_cast<int>(j1 - j0);
     const T** rows = p.rows + b * kRowBlock;
     for (int r = 0; r < R; ++r) rows[r] = e.X + e.order[k + j0 + r] * n0 + p.lo;
+    // The block's labels, which its middle reads next: on their way from memory during this pass.
+    if (h == 0)
+        for (int r = 0; r < R; ++r) __builtin_prefetch(e.y + e.order[k + j0 + r], 0, FASTGD_PREFETCH_LOCALITY);
     int64_t n_pf;
     if (b + 1 < blocks) {
         n_pf = plan_lines(p.prefetch, e.X, n0, p.lo, p.n, e.order + k + j1, m * (b + 2) / blocks - j1);
