@@ -726,8 +726,8 @@ for mode, momentum in ((nb._STEP_SGD, 0.0), (nb._STEP_GENERAL, 0.9)):
             c, k = nb._split_lead(team, t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 250, 10, mode,
                                   eta, mom, v, l2, G, *w.args())
             team[nb._T_OVER] = 1
-            nb._parts_help(team, t, d['sizes'], d['X'].reshape(-1), order, 250, 10, mode, eta, mom, v, l2, G, w.z,
-                           w.nzi, w.n_nz, w.bias, w.deltas)
+            nb._parts_help(team, t, d['sizes'], d['X'].reshape(-1), d['y'], order, 250, 10, mode, eta, mom, v, l2, G,
+                           w.z, w.nzi, w.n_nz, w.bias, w.deltas)
         else:
             c, k = nb._split_team_batches(*args, members)
         results.append(np.concatenate([t, v, [c, k]]))
@@ -794,8 +794,8 @@ for batch in (10, 70):  # the split first layer; slices
                 c, k = c + ck[0], k + ck[1]
             team[nb._T_OVER] = 1
             if batch == 10:
-                nb._parts_help(team, t, d['sizes'], X, order, 250, batch, nb._STEP_SGD, eta, zero, t[:0], zero, t[:0],
-                               w.z, w.nzi, w.n_nz, w.bias, w.deltas)
+                nb._parts_help(team, t, d['sizes'], X, d['y'], order, 250, batch, nb._STEP_SGD, eta, zero, t[:0], zero,
+                               t[:0], w.z, w.nzi, w.n_nz, w.bias, w.deltas)
             else:
                 nb._team_help(team, t, d['sizes'], 0, 0, X, d['y'], order, eta, zero, t[:0], zero, w.G, w.acts,
                               w.deltas, w.identity, np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64))

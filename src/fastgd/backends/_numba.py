@@ -469,8 +469,9 @@ def _nonzero_bits(typingctx, arr, index, count):
 
 @intrinsic
 def _prefetch(typingctx, arr, index):
-    """Ask the CPU to bring the cache line of ``arr[index]`` closer (a hint: no effect on results)."""
-    if not (_is_flat(arr) and isinstance(index, types.Integer)):
+    """Ask the CPU to bring the cache line of ``arr[index]`` closer (a hint: no effect on results); ``arr`` flat
+    and C-contiguous, of floats or int64."""
+    if not ((_is_flat(arr) or _is_flat(arr, types.int64)) and isinstance(index, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -1666,7 +1667,7 @@ def _part_columns(n0, h):
 
 
 @_inline
-def _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_nz, bias):
+def _part_forward(h, theta, sizes, X, y, order, r0, m, stop, batch_size, z, nzi, n_nz, bias):
     """Part ``h``'s forward pass over the ``m`` rows at ``order[r0]``: its inputs that are not zero in every
     row (into ``nzi[h]``, their count ``n_nz[h, 0]``), and its partial weighted inputs ``x[lo:hi] @ W0[lo:hi]``,
     plus the biases in part 0, into ``z[h]``. The next mini-batch's rows (this part's columns) are
@@ -1674,6 +1675,10 @@ def _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_
     n0, n1 = sizes[0], sizes[1]
     lo, n = _part_columns(n0, h)
     _prefetch_rows(X, order, r0 + m, min(r0 + m + batch_size, stop), n0, lo, n)
+    if h == 0:
+        # the rows' labels, which the middle reads next: on their way from memory during this pass
+        for b in range(r0, r0 + m):
+            _prefetch(y, order[b])
     n_nz[h, 0] = _nonzero_inputs(X, order, r0, lo, n0, n, m, nzi[h])
     # part 1 adds no biases: bias[0] holds zeros (one call site for both parts: each is compiled code)
     b, b_off = (theta, n0 * n1) if h == 0 else (bias[0], 0)
@@ -1740,7 +1745,7 @@ def _split_batches(theta, sizes, activation, cost, X, y, order, start, stop, bat
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
         for h in range(2):
-            _part_forward(h, theta, sizes, X, order, r0, m, stop, batch_size, z, nzi, n_nz, bias)
+            _part_forward(h, theta, sizes, X, y, order, r0, m, stop, batch_size, z, nzi, n_nz, bias)
         c, k = _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta_, momentum_, velocity, l2_, G,
                              z, acts, deltas, identity, every_input, wt, w_off, b_off, a_off)  # fmt: skip
         total += c
@@ -1752,8 +1757,8 @@ def _split_batches(theta, sizes, activation, cost, X, y, order, start, stop, bat
 
 
 @_inline
-def _parts_run_one(team, first, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
-                   nzi, n_nz, bias, deltas):
+def _parts_run_one(team, first, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
+                   z, nzi, n_nz, bias, deltas):
     """Claim and run one task of the parts' current phase (as :func:`_team_run_one`): part ``i``'s update for
     the mini-batch published (none if its row count is 0), then its forward pass over the one after it (if
     it is before ``stop``, the end of the team's rows)."""
@@ -1764,7 +1769,8 @@ def _parts_run_one(team, first, theta, sizes, X, order, stop, batch_size, mode, 
         _part_update(i, theta, sizes, X, order, r0, m, mode, eta, momentum, velocity, l2, G, deltas, nzi, n_nz, bias)
     r1 = r0 + batch_size
     if r1 < stop:
-        _part_forward(i, theta, sizes, X, order, r1, min(batch_size, stop - r1), stop, batch_size, z, nzi, n_nz, bias)
+        _part_forward(i, theta, sizes, X, y, order, r1, min(batch_size, stop - r1), stop, batch_size, z, nzi, n_nz,
+                      bias)
     _team_task_done(team)
     return 1
 
@@ -1798,21 +1804,21 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
             continue  # the forward passes were the last phase of the call before
         phase += 1
         _team_publish(team, phase, r0, m, _PARTS_PHASE, 2)
-        while _parts_run_one(team, 0, theta, sizes, X, order, end, batch_size, mode, eta, momentum, velocity, l2, G, z,
-                             nzi, n_nz, bias, deltas) != 0:  # fmt: skip
+        while _parts_run_one(team, 0, theta, sizes, X, y, order, end, batch_size, mode, eta, momentum, velocity, l2, G,
+                             z, nzi, n_nz, bias, deltas) != 0:  # fmt: skip
             pass
         _team_wait(team, 2)
     return total, correct
 
 
 @_jit
-def _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz,
-                bias, deltas):
+def _parts_help(team, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi,
+                n_nz, bias, deltas):
     """A member of the split's team that does not lead: claims and runs the parts' tasks until the leader is
     done."""
     while _atomic_load(team, _T_OVER) == 0:
-        if _parts_run_one(team, 1, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
-                          nzi, n_nz, bias, deltas) == 0:  # fmt: skip
+        if _parts_run_one(team, 1, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
+                          z, nzi, n_nz, bias, deltas) == 0:  # fmt: skip
             _spin_pause()
 
 
@@ -1828,8 +1834,8 @@ def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop
                 start, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
     total, correct = _with_helpers(
         members,
-        lambda: _parts_help(team, theta, sizes, X, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z,
-                            nzi, n_nz, bias, deltas),
+        lambda: _parts_help(team, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
+                            z, nzi, n_nz, bias, deltas),
         lambda: _chunks(chunk, start, stop,
                         lambda lo, hi: _split_lead(team, theta, sizes, activation, cost, X, y, order, lo, hi, stop,
                                                    batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias,
