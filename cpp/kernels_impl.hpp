@@ -749,9 +749,10 @@ void block_forward(Work<T>& w, int first = 0) {
 
 // Sum over the block's R rows of each row's cost (labels in w.labels); when delta is not null,
 // also the output layer's deltas dC_row/dz into delta (R x ld[L], padding zero). Rows whose
-// largest output (the first on ties, as predict) is their label are counted in w.correct.
+// largest output (the first on ties, as predict) is their label are counted in w.correct. With
+// cost_too false, only the deltas (and 0 returned).
 template <class T>
-double block_cost(Work<T>& w, int R, T* delta) {
+double block_cost(Work<T>& w, int R, T* delta, bool cost_too = true) {
     const Net& net = *w.net;
     const int64_t nout = net.n[net.L], ldo = net.ld[net.L];
     const auto lanes = lane_index<T>();
@@ -760,15 +761,17 @@ double block_cost(Work<T>& w, int R, T* delta) {
         const T* a = w.A[net.L] + r * ldo;
         const T* z = w.Zout + r * ldo;
         const int64_t label = w.labels[r];
-        // The first largest output, without a branch per output (which the CPU mispredicts).
-        int64_t best = 0;
-        T top = a[0];
-        for (int64_t j = 1; j < nout; ++j) {
-            const bool above = a[j] > top;
-            best = above ? j : best;
-            top = above ? a[j] : top;
+        if (cost_too) {
+            // The first largest output, without a branch per output (which the CPU mispredicts).
+            int64_t best = 0;
+            T top = a[0];
+            for (int64_t j = 1; j < nout; ++j) {
+                const bool above = a[j] > top;
+                best = above ? j : best;
+                top = above ? a[j] : top;
+            }
+            w.correct += best == label;
         }
-        w.correct += best == label;
         // A vector of outputs at a time: diff = a - y (y the label's one-hot row). The quadratic
         // cost adds the squares one output after another (each square rounded, then added); the
         // deltas are diff a (1 - a) for the quadratic cost, diff for the others, zero in the padding.
@@ -776,7 +779,7 @@ double block_cost(Work<T>& w, int R, T* delta) {
         for (int64_t c0 = 0; c0 < ldo; c0 += kLanes<T>) {
             const vec<T> av = vload(a + c0);
             const vec<T> diff = av - (lanes == static_cast<lane_t<T>>(label - c0) ? vec<T>{} + T(1) : vec<T>{});
-            if (net.cost == kQuadratic) {
+            if (cost_too && net.cost == kQuadratic) {
                 const vec<T> sq = diff * diff;
                 const int64_t n = nout - c0 < kLanes<T> ? nout - c0 : kLanes<T>;
                 for (int64_t j = 0; j < n; ++j) c += sq[j];
@@ -786,7 +789,9 @@ double block_cost(Work<T>& w, int R, T* delta) {
                 vstore(delta + r * ldo + c0, lanes < static_cast<lane_t<T>>(nout - c0) ? d : vec<T>{});
             }
         }
-        if (net.cost == kQuadratic) {
+        if (!cost_too) {
+            continue;
+        } else if (net.cost == kQuadratic) {
             c *= T(0.5);
         } else if (net.cost == kCrossEntropy) {
             // -[y ln a + (1-y) ln(1-a)] with a = sigmoid(z): y softplus(-z) + (1-y) softplus(z).
@@ -838,6 +843,20 @@ void layer_update(const Update<T>& up, const T* const* in, int64_t n_in, const T
     }
 }
 
+// Apply `up` to layer l from the block's R rows of its inputs (the input rows for l = 0, with the
+// nonzero inputs listed by block_forward; else A[l]) and the deltas d of its weighted inputs.
+template <class T, int R>
+void layer_step(Work<T>& w, const Update<T>& up, int l, const T* d) {
+    const Net& net = *w.net;
+    const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
+    const int64_t wo = net.woff[l], bo = net.boff[l];
+    const int32_t* idx = l == 0 ? w.idx : nullptr;
+    T* target = up.kind == Update<T>::kAccumulate || up.kind == Update<T>::kAssign ? up.target : w.P;
+    T* V = up.kind == Update<T>::kMomentumStep ? up.V : nullptr;
+    layer_update<T, R>(up, in, net.n[l], d, net.ld[l + 1], target + wo, target + bo, V ? V + wo : nullptr,
+                       V ? V + bo : nullptr, idx, w.n_idx);
+}
+
 // Backward pass of the block after block_forward and block_cost (output deltas in w.D0): for
 // each layer from the last down to layer `last`, backpropagate the deltas with the layer's
 // weights as they were, then apply the update to that layer. Returns the deltas of layer
@@ -848,18 +867,10 @@ T* block_backward(Work<T>& w, const Update<T>& up, int last = 0) {
     T* d = w.D0;
     T* dnext = w.D1;
     for (int l = net.L - 1; l >= last; --l) {
-        const int64_t ldo = net.ld[l + 1];
         if (l > 0)
-            dense_backprop<T, R>(w.P + net.woff[l], ldo, net.n[l], net.n[l + 1], d, w.A[l], net.ld[l], net.act,
-                                 dnext, w.WT);
-        const T* const* in = l == 0 ? w.rows : w.Arows + l * kRowBlock;
-        const int64_t wo = net.woff[l], bo = net.boff[l];
-        // The input layer's nonzero inputs, listed by block_forward for these rows.
-        const int32_t* idx = l == 0 ? w.idx : nullptr;
-        T* target = up.kind == Update<T>::kAccumulate || up.kind == Update<T>::kAssign ? up.target : w.P;
-        T* V = up.kind == Update<T>::kMomentumStep ? up.V : nullptr;
-        layer_update<T, R>(up, in, net.n[l], d, ldo, target + wo, target + bo, V ? V + wo : nullptr,
-                           V ? V + bo : nullptr, idx, w.n_idx);
+            dense_backprop<T, R>(w.P + net.woff[l], net.ld[l + 1], net.n[l], net.n[l + 1], d, w.A[l], net.ld[l],
+                                 net.act, dnext, w.WT);
+        layer_step<T, R>(w, up, l, d);
         T* t = d;
         d = dnext;
         dnext = t;
@@ -1283,8 +1294,10 @@ inline int team_run_one(Team& t) {
     return 1;
 }
 
-// The leader: runs fn(ctx, i) for i in [0, n) with the team, and returns when all are done.
-inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
+// The leader: runs fn(ctx, i) for i in [0, n) with the team, then after_tasks() (its own work,
+// while the helpers finish theirs), and returns when all are done.
+template <class F>
+inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n, F&& after_tasks) {
     const uint64_t p = ++t.phase;
     Team::Phase& ph = t.slot[p & 1];
     ph.fn = fn;
@@ -1294,7 +1307,11 @@ inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
     __atomic_store_n(&t.claim, p << 32, __ATOMIC_RELEASE);
     while (team_run_one(t) != 0) {
     }
+    after_tasks();
     while (__atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n) team_relax();
+}
+inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
+    team_phase(t, fn, ctx, n, [] {});
 }
 
 // A helper: runs the team's tasks until the leader says the epoch is over, or until another call
@@ -1476,9 +1493,24 @@ struct SplitEpoch : EpochArgs<T> {
     int64_t upd_m = 0, upd_b0 = 0, upd_b1 = 0, fwd_k = 0, fwd_m = 0, fwd_b0 = 0, fwd_b1 = 0;
     int64_t mid_k = 0, mid_m = 0, mid_b0 = 0, mid_b1 = 0;
     double cost[2] = {0, 0};
+    // A mini-batch of one block on a team: the deltas that the steps of weights 1..L-1 take (those
+    // of layers 2..L's weighted inputs, kRowBlock rows of ld[l + 1] for weights l, in that order;
+    // see late_offset), kept from split_middle_early for split_middle_late, with that mini-batch's
+    // update and row count.
+    T* late_d = nullptr;
+    Update<T> late_up{};
+    int late_rows = 0;
     void* mem = nullptr;
     void** tables = nullptr;
 };
+
+// Where layer l's deltas (those of layer l + 1's weighted inputs, for W_l's update; 1 <= l < L) are
+// kept in SplitEpoch::late_d.
+inline int64_t late_offset(const Net& net, int l) {
+    int64_t off = 0;
+    for (int i = 1; i < l; ++i) off += kRowBlock * net.ld[i + 1];
+    return off;
+}
 
 // Blocks of a mini-batch of m rows: the fewest of at most kRowBlock rows, as equal as possible.
 inline int64_t batch_blocks(int64_t m) { return (m + kRowBlock - 1) / kRowBlock; }
@@ -1585,6 +1617,51 @@ void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool
     });
 }
 
+// The middle of the mini-batch order[k .. k + m) of one block, on a team, in two pieces with the
+// same operations on the same values as split_middle (so the same results): split_middle_early,
+// what the parts wait for (the first layer's weighted inputs, the other layers forward, the
+// deltas back down to the first layer's), and split_middle_late, the other layers' updates and
+// the cost, which the leader runs after its part of the next phase, where it would otherwise wait
+// for the helper's part (the helper starts later). Every layer's deltas are computed from the
+// weights before the step, as in block_backward, and the steps of layers 1..L-1 touch nothing the
+// parts read.
+template <class T>
+void split_middle_early(SplitEpoch<T>& e, int64_t k, int64_t m) {
+    Session<T>& s = *e.s;
+    Work<T>& w = s.work[0];
+    const Net& net = s.net;
+    const int64_t ld1 = net.ld[1];
+    const int R = static_cast<int>(m);
+    for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + r]];
+    T* z = layer_z(w, 0);
+    const T* z0 = e.part[0].z;
+    const T* z1 = e.part[1].z;
+    for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
+    e.late_up = block_update<T>(e, m, true, s.G[0]);
+    e.late_rows = R;
+    with_rows(R, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        finish_layer<T>(w, 0, z, RR);
+        block_forward<T, RR>(w, 1);
+        // The output layer's deltas: the first layer's, e.d0, in a network of one layer.
+        block_cost<T>(w, RR, net.L > 1 ? e.late_d + late_offset(net, net.L - 1) : e.d0, false);
+        for (int l = net.L - 1; l >= 1; --l)
+            dense_backprop<T, RR>(s.P + net.woff[l], net.ld[l + 1], net.n[l], net.n[l + 1],
+                                  e.late_d + late_offset(net, l), w.A[l], net.ld[l], net.act,
+                                  l > 1 ? e.late_d + late_offset(net, l - 1) : e.d0, w.WT);
+    });
+}
+template <class T>
+void split_middle_late(SplitEpoch<T>& e) {
+    Work<T>& w = e.s->work[0];
+    const Net& net = e.s->net;
+    with_rows(e.late_rows, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        for (int l = net.L - 1; l >= 1; --l) layer_step<T, RR>(w, e.late_up, l, e.late_d + late_offset(net, l));
+        e.cost[0] += block_cost<T>(w, RR, nullptr);
+    });
+}
+
 // A mini-batch of several blocks is processed in rounds of up to kRoundBlocks blocks (so that a
 // round's rows are still in cache when its update comes), and the middle of each round in two
 // halves, each with its own scratch and gradient buffer. Block b of a mini-batch of m rows uses
@@ -1654,6 +1731,22 @@ void split_loop(SplitEpoch<T>& e) {
     for (; k < n_order && !stopping; k += batch) {
         const int64_t m = n_order - k < batch ? n_order - k : batch, blocks = batch_blocks(m);
         e.cost[0] = e.cost[1] = 0;
+        if (blocks == 1) {
+            split_middle_early(e, k, m);
+            e.upd_m = m;
+            e.upd_b0 = 0;
+            e.upd_b1 = 1;
+            stopping = stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order);
+            const int64_t left = n_order - (k + m);
+            e.fwd_k = k + m;
+            e.fwd_m = stopping ? 0 : (left < batch ? left : batch);
+            e.fwd_b0 = 0;
+            e.fwd_b1 = e.fwd_m > 0 ? round_end(e.fwd_m, 0) : 0;
+            team_phase(*e.team, split_task<T>, &e, 2, [&] { split_middle_late(e); });
+            e.total += e.cost[0];
+            e.total += e.cost[1];
+            continue;
+        }
         for (int64_t b0 = 0, b1; b0 < blocks; b0 = b1) {
             b1 = round_end(m, b0);
             e.mid_k = k;
@@ -1732,8 +1825,9 @@ bool split_open(SplitEpoch<T>& e) {
     const int64_t n0 = net.n[0], ld1 = net.ld[1], cut = split_cut(n0);
     const int64_t blocks = batch_blocks(e.batch);
     const int64_t zb = blocks * kRowBlock * ld1;  // one per-block array of kRowBlock x ld1
-    // T arrays: d0, and per part z, zero bias, scratch b, vb, gb.
-    const int64_t n_t = zb + 2 * (zb + 4 * ld1);
+    // T arrays: d0, late_d, and per part z, zero bias, scratch b, vb, gb.
+    const int64_t n_late = late_offset(net, net.L);
+    const int64_t n_t = zb + n_late + 2 * (zb + 4 * ld1);
     e.mem = std::aligned_alloc(static_cast<size_t>(kPadBytes), static_cast<size_t>(n_t) * sizeof(T));
     // Pointer-sized slots: per part rows, idx (int32, n + 16 per block), n_idx, prefetch.
     const int64_t lines = lines_per_row<T>(n0);
@@ -1744,6 +1838,8 @@ bool split_open(SplitEpoch<T>& e) {
     T* t = static_cast<T*>(e.mem);
     e.d0 = t;
     t += zb;
+    e.late_d = t;
+    t += n_late;
     void** q = e.tables;
     for (int h = 0; h < 2; ++h) {
         Part<T>& p = e.part[h];

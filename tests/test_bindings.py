@@ -175,16 +175,20 @@ WIDE_THREADS_SCRIPT = """
 import sys, numpy as np
 from fastgd import _core
 d = np.load(sys.argv[1])
-sizes = np.array([300, 20, 10])
 out = {}
-for dtype in ("float32", "float64"):
-    X = d["X"].astype(dtype)
-    for batch in (1, 10, 16, 17, 40, 64, 100, 255):
-        for momentum, l2 in ((0.0, 0.0), (0.9, 1e-3)):
-            t, v = d["theta"].astype(dtype), d["velocity"].astype(dtype)
-            c, correct = _core.train_epoch(t, sizes, 0, 0, X, d["y"], d["order"], batch, 0.5, momentum, v, l2)
-            key = f"{dtype}-{batch}-{momentum}"
-            out[key + "-theta"], out[key + "-velocity"], out[key + "-cost"] = t, v, np.array([c, correct])
+for layers in ([300, 20, 10], [300, 10], [300, 20, 12, 10]):
+    sizes = np.array(layers)
+    n_params = sum(a * b + b for a, b in zip(layers[:-1], layers[1:]))
+    rng = np.random.default_rng(len(layers))
+    theta, velocity = 0.1 * rng.standard_normal(n_params), rng.normal(0.0, 0.01, n_params)
+    for dtype in ("float32", "float64"):
+        X = d["X"].astype(dtype)
+        for batch in (1, 10, 16, 17, 40, 64, 100, 255):
+            for momentum, l2 in ((0.0, 0.0), (0.9, 1e-3)):
+                t, v = theta.astype(dtype), velocity.astype(dtype)
+                c, correct = _core.train_epoch(t, sizes, 0, 0, X, d["y"], d["order"], batch, 0.5, momentum, v, l2)
+                key = f"{layers}-{dtype}-{batch}-{momentum}"
+                out[key + "-theta"], out[key + "-velocity"], out[key + "-cost"] = t, v, np.array([c, correct])
 print(_core.build_info()["threads"])
 np.savez(sys.argv[2], **out)
 """
@@ -193,8 +197,9 @@ np.savez(sys.argv[2], **out)
 def test_wide_first_layer_results_do_not_depend_on_the_thread_count(core, tmp_path) -> None:  # noqa: ANN001
     """A first layer of 256 inputs or more is trained in two parts by input, shared by up to two threads,
     below 256 rows per mini-batch: the parameters, velocity, cost and count of correct rows are the same
-    bits on 1, 2 and 4 threads (4: more worker threads than tasks), for mini-batches of one block and of
-    several, and a last mini-batch shorter than the others (1,000 rows)."""
+    bits on 1, 2 and 4 threads (4: more worker threads than tasks), for mini-batches of one block (whose
+    middle a team splits in two, see split_middle_early) and of several, a last mini-batch shorter than the
+    others (1,000 rows), and networks of one, two and three layers."""
     import os
     import subprocess
     import sys
@@ -202,9 +207,7 @@ def test_wide_first_layer_results_do_not_depend_on_the_thread_count(core, tmp_pa
     rng = np.random.default_rng(3)
     X = rng.random((1000, 300))
     X[X < 0.4] = 0.0
-    np.savez(tmp_path / "case.npz", theta=0.1 * rng.standard_normal(param_count([300, 20, 10])), X=X,
-             y=rng.integers(0, 10, 1000), order=rng.permutation(1000),
-             velocity=rng.normal(0.0, 0.01, param_count([300, 20, 10])))  # fmt: skip
+    np.savez(tmp_path / "case.npz", X=X, y=rng.integers(0, 10, 1000), order=rng.permutation(1000))
     results = {}
     for threads in ("1", "2", "4"):
         out = tmp_path / f"t{threads}.npz"
@@ -213,7 +216,7 @@ def test_wide_first_layer_results_do_not_depend_on_the_thread_count(core, tmp_pa
                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert run.returncode == 0 and run.stdout.strip() == threads, run.stdout + run.stderr
         results[threads] = dict(np.load(out))
-    assert len(results["1"]) == 2 * 8 * 2 * 3
+    assert len(results["1"]) == 3 * 2 * 8 * 2 * 3
     for threads in ("2", "4"):
         for key, value in results["1"].items():
             assert np.array_equal(value, results[threads][key]), (threads, key)
