@@ -1713,6 +1713,20 @@ void split_middle_task(void* ctx, int j) {
     }
 }
 
+// After the last round of the mini-batch order[k .. k + m): whether the epoch stops there (see
+// stop_requested), and the parts' next forward passes, over the first round of the mini-batch
+// after it (none when stopping or at the end).
+template <class T>
+bool split_next(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t* rows_since_check) {
+    const bool stopping = stop_requested(e.stop, e.stop_ctx, rows_since_check, m, k + m < e.n_order);
+    const int64_t left = e.n_order - (k + m);
+    e.fwd_k = k + m;
+    e.fwd_m = stopping ? 0 : (left < e.batch ? left : e.batch);
+    e.fwd_b0 = 0;
+    e.fwd_b1 = e.fwd_m > 0 ? round_end(e.fwd_m, 0) : 0;
+    return stopping;
+}
+
 // The epoch with a team, round by round: the middle of a round (its two halves as two tasks), then
 // the parts' tasks (the round's updates, and the next round's forward passes).
 template <class T>
@@ -1736,12 +1750,7 @@ void split_loop(SplitEpoch<T>& e) {
             e.upd_m = m;
             e.upd_b0 = 0;
             e.upd_b1 = 1;
-            stopping = stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order);
-            const int64_t left = n_order - (k + m);
-            e.fwd_k = k + m;
-            e.fwd_m = stopping ? 0 : (left < batch ? left : batch);
-            e.fwd_b0 = 0;
-            e.fwd_b1 = e.fwd_m > 0 ? round_end(e.fwd_m, 0) : 0;
+            stopping = split_next(e, k, m, &rows_since_check);
             team_phase(*e.team, split_task<T>, &e, 2, [&] { split_middle_late(e); });
             e.total += e.cost[0];
             e.total += e.cost[1];
@@ -1766,12 +1775,7 @@ void split_loop(SplitEpoch<T>& e) {
             } else {
                 e.total += e.cost[0];
                 e.total += e.cost[1];
-                stopping = stop_requested(e.stop, e.stop_ctx, &rows_since_check, m, k + m < n_order);
-                const int64_t left = n_order - (k + m);
-                e.fwd_k = k + m;
-                e.fwd_m = stopping ? 0 : (left < batch ? left : batch);
-                e.fwd_b0 = 0;
-                e.fwd_b1 = e.fwd_m > 0 ? round_end(e.fwd_m, 0) : 0;
+                stopping = split_next(e, k, m, &rows_since_check);
             }
             team_phase(*e.team, split_task<T>, &e, 2);
         }

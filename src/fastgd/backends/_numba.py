@@ -1741,15 +1741,10 @@ def _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, mo
     and the first layer's deltas (``deltas[0:]``). Returns the rows' summed cost and correct count. (A team's
     leader runs it in two pieces, :func:`_split_middle_early` and :func:`_split_middle_late`, with the same
     results.)"""
-    n1 = sizes[1]
-    stop = m * n1
-    lanes = _VEC_BYTES // theta.itemsize
-    for k in range(0, stop, lanes):
-        _vstore(acts, k, _vadd(_vload(z[0], k, stop - k), _vload(z[1], k, stop - k)), stop - k)
-    batch_cost, batch_correct = _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off, a_off,
-                                               acts, identity, every_input)  # fmt: skip
+    batch_cost, batch_correct = _split_middle_forward(theta, sizes, activation, cost, y, order, r0, m, z, acts,
+                                                      identity, every_input, w_off, b_off, a_off)  # fmt: skip
     if mode == _STEP_GENERAL:
-        G[b_off[0] + n1 :] = 0  # the layers above the first
+        G[b_off[0] + sizes[1] :] = 0  # the layers above the first
     target, scale = _update_target(theta, G, m, mode, eta)
     _upper_backward(theta, sizes, activation, cost, y, order, r0, m, target, scale, w_off, b_off, a_off, acts, deltas,
                     identity, every_input, wt)  # fmt: skip
@@ -1759,19 +1754,28 @@ def _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta, mo
 
 
 @_inline
+def _split_middle_forward(theta, sizes, activation, cost, y, order, r0, m, z, acts, identity, every_input, w_off, b_off,
+                          a_off):
+    """The first layer's weighted inputs of the ``m`` rows at ``order[r0]`` (the parts' partial sums ``z[0]`` and
+    ``z[1]`` added), then the other layers forward (:func:`_upper_forward`): the rows' summed cost and correct
+    count."""
+    stop = m * sizes[1]
+    lanes = _VEC_BYTES // theta.itemsize
+    for k in range(0, stop, lanes):
+        _vstore(acts, k, _vadd(_vload(z[0], k, stop - k), _vload(z[1], k, stop - k)), stop - k)
+    return _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off, a_off, acts, identity,
+                          every_input)
+
+
+@_inline
 def _split_middle_early(theta, sizes, activation, cost, y, order, r0, m, z, acts, deltas, identity, every_input, wt,
                         w_off, b_off, a_off):
     """What the parts wait for in :func:`_split_middle`: the first layer's weighted inputs, the other layers
     forward, the cost, and every layer's deltas down to the first layer's. :func:`_split_middle_late` makes
     the updates of the layers above the first: a team's leader runs it after its part of the next phase,
     where it would otherwise wait for the helper's part."""
-    n1 = sizes[1]
-    stop = m * n1
-    lanes = _VEC_BYTES // theta.itemsize
-    for k in range(0, stop, lanes):
-        _vstore(acts, k, _vadd(_vload(z[0], k, stop - k), _vload(z[1], k, stop - k)), stop - k)
-    batch_cost, batch_correct = _upper_forward(theta, sizes, activation, cost, y, order, r0, m, w_off, b_off, a_off,
-                                               acts, identity, every_input)  # fmt: skip
+    batch_cost, batch_correct = _split_middle_forward(theta, sizes, activation, cost, y, order, r0, m, z, acts,
+                                                      identity, every_input, w_off, b_off, a_off)  # fmt: skip
     _upper_deltas(theta, sizes, activation, cost, y, order, r0, m, w_off, a_off, acts, deltas, wt)
     return batch_cost, batch_correct
 
