@@ -1589,6 +1589,22 @@ void split_step(SplitEpoch<T>& e, int h) {
     if (h == 0) step_region(s.P, &g, 1, s.net.boff[0], v, ld1, e.eta, e.mu, T(0));
 }
 
+// The start of block b's middle in the mini-batch order[k .. k + m): its rows' labels into w, and
+// their first layer's weighted inputs, the two parts' partial sums added, into layer_z(w, 0).
+// Returns the block's row count.
+template <class T>
+int split_block_inputs(SplitEpoch<T>& e, Work<T>& w, int64_t k, int64_t m, int64_t b) {
+    const int64_t ld1 = e.s->net.ld[1], blocks = batch_blocks(m);
+    const int64_t j0 = m * b / blocks, j1 = m * (b + 1) / blocks;
+    const int R = static_cast<int>(j1 - j0);
+    for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + j0 + r]];
+    T* z = layer_z(w, 0);
+    const T* z0 = e.part[0].z + b * kRowBlock * ld1;
+    const T* z1 = e.part[1].z + b * kRowBlock * ld1;
+    for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
+    return R;
+}
+
 // Block b of the middle of the mini-batch order[k .. k + m), after both parts' forward passes:
 // the first layer's weighted inputs (the two partial sums added), the other layers forward and
 // backward with their updates, the cost (into e.cost[j]), and the first layer's deltas into e.d0.
@@ -1598,14 +1614,9 @@ template <class T>
 void split_middle(SplitEpoch<T>& e, int64_t k, int64_t m, int64_t b, int j, bool first) {
     Session<T>& s = *e.s;
     Work<T>& w = s.work[j];
-    const int64_t ld1 = s.net.ld[1], blocks = batch_blocks(m);
-    const int64_t j0 = m * b / blocks, j1 = m * (b + 1) / blocks;
-    const int R = static_cast<int>(j1 - j0);
-    for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + j0 + r]];
+    const int64_t ld1 = s.net.ld[1];
+    const int R = split_block_inputs(e, w, k, m, b);
     T* z = layer_z(w, 0);
-    const T* z0 = e.part[0].z + b * kRowBlock * ld1;
-    const T* z1 = e.part[1].z + b * kRowBlock * ld1;
-    for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
     const Update<T> up = block_update<T>(e, m, first, s.G[j]);
     with_rows(R, [&](auto rr) {
         constexpr int RR = decltype(rr)::value;
@@ -1630,13 +1641,8 @@ void split_middle_early(SplitEpoch<T>& e, int64_t k, int64_t m) {
     Session<T>& s = *e.s;
     Work<T>& w = s.work[0];
     const Net& net = s.net;
-    const int64_t ld1 = net.ld[1];
-    const int R = static_cast<int>(m);
-    for (int r = 0; r < R; ++r) w.labels[r] = e.y[e.order[k + r]];
+    const int R = split_block_inputs(e, w, k, m, 0);
     T* z = layer_z(w, 0);
-    const T* z0 = e.part[0].z;
-    const T* z1 = e.part[1].z;
-    for (int64_t c = 0; c < R * ld1; c += kLanes<T>) vstore(z + c, vload(z0 + c) + vload(z1 + c));
     e.late_up = block_update<T>(e, m, true, s.G[0]);
     e.late_rows = R;
     with_rows(R, [&](auto rr) {
