@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -43,26 +44,42 @@ class Pool {
     bool run(int tasks, void (*fn)(void*, int), void* ctx) {
         std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
         if (!busy.owns_lock()) return false;
+        unsigned long g;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             fn_ = fn;
             ctx_ = ctx;
             tasks_ = tasks;
-            next_.store(1, std::memory_order_relaxed);  // task 0 is the caller's
             done_.store(0, std::memory_order_relaxed);
-            generation_.fetch_add(1, std::memory_order_release);
+            g = generation_.fetch_add(1, std::memory_order_release) + 1;
+            claim_.store(tagged(g, 1), std::memory_order_release);  // task 0 is the caller's
         }
         wake_.notify_all();
         fn(ctx, 0);
         done_.fetch_add(1, std::memory_order_release);
-        drain(fn, ctx, tasks);
+        drain(g, fn, ctx, tasks);
         while (done_.load(std::memory_order_acquire) < tasks) cpu_relax();
         return true;
     }
 
    private:
-    void drain(void (*fn)(void*, int), void* ctx, int tasks) {
-        for (int t; (t = next_.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
+    // A claim: the call's generation (its low 32 bits) and the next task to take.
+    static uint64_t tagged(unsigned long generation, int task) {
+        return (static_cast<uint64_t>(generation & 0xffffffffUL) << 32) | static_cast<uint32_t>(task);
+    }
+
+    // Runs the tasks of call `generation` that no thread has taken yet. A task is taken only while
+    // its call is the current one: a worker that read one call's fn, ctx and tasks and then lost
+    // the processor until the next call had begun takes nothing (it used to take a task of the
+    // next call and either run the finished call's fn on it or, with fewer tasks, skip it, which
+    // left that call waiting for it for ever).
+    void drain(unsigned long generation, void (*fn)(void*, int), void* ctx, int tasks) {
+        for (;;) {
+            uint64_t c = claim_.load(std::memory_order_acquire);
+            const int t = static_cast<int>(c & 0xffffffffu);
+            if (c != tagged(generation, t) || t >= tasks) return;
+            if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+                continue;
             fn(ctx, t);
             done_.fetch_add(1, std::memory_order_release);
         }
@@ -71,9 +88,8 @@ class Pool {
     void work() {
         unsigned long seen = 0;
         for (;;) {
-            unsigned long g;
             const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-            while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+            while (generation_.load(std::memory_order_acquire) == seen) {
                 if (std::chrono::steady_clock::now() < spin_until) {
                     for (int k = 0; k < 64; ++k) cpu_relax();
                     continue;
@@ -81,17 +97,17 @@ class Pool {
                 std::unique_lock<std::mutex> lock(mutex_);
                 wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
             }
-            seen = g;
             void (*fn)(void*, int);
             void* ctx;
             int tasks;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
+                std::lock_guard<std::mutex> lock(mutex_);  // the call's generation, fn, ctx and tasks together
+                seen = generation_.load(std::memory_order_relaxed);
                 fn = fn_;
                 ctx = ctx_;
                 tasks = tasks_;
             }
-            drain(fn, ctx, tasks);
+            drain(seen, fn, ctx, tasks);
         }
     }
 
@@ -100,7 +116,8 @@ class Pool {
     std::mutex busy_, mutex_;
     std::condition_variable wake_;
     std::atomic<unsigned long> generation_{0};
-    std::atomic<int> next_{0}, done_{0};
+    std::atomic<uint64_t> claim_{0};
+    std::atomic<int> done_{0};
     void (*fn_)(void*, int) = nullptr;
     void* ctx_ = nullptr;
     int tasks_ = 0;
