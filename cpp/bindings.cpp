@@ -584,6 +584,18 @@ py::dict build_info() {
     return info;
 }
 
+py::tuple pool_check(int calls, int pause_us) {
+    if (calls < 0 || pause_us < 0)
+        throw std::invalid_argument("_pool_check: calls and pause_us must be >= 0, got " + std::to_string(calls) +
+                                    " and " + std::to_string(pause_us));
+    long faults, on_workers;
+    {
+        py::gil_scoped_release release;
+        faults = fastgd::pool_check(calls, pause_us, &on_workers);
+    }
+    return py::make_tuple(faults, on_workers);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
@@ -608,5 +620,10 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
           py::arg("n_threads"),
           "One epoch of each active network (row of thetas) in place, the networks spread over n_threads threads "
           "(0: the default); return (mean costs, correct counts, validation costs, validation correct counts).");
+    m.def("_pool_check", &pool_check, py::arg("calls"), py::arg("pause_us"),
+          "For the tests: run `calls` 2-4-task calls on the worker pool, each worker sleeping pause_us between "
+          "reading a call and taking its tasks; return (the number of tasks run other than once or after their call "
+          "returned, the number of tasks the workers ran). A task left to nobody hangs instead: run it under a "
+          "timeout.");
     m.def("build_info", &build_info, "How this extension was built and which instruction set it runs.");
 }

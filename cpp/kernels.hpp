@@ -85,6 +85,12 @@ class SerialScope {
 // thread (another call has the workers, or a SerialScope): that thread wants a core too, so a
 // worker that has nothing to do should leave rather than spin.
 bool threads_contended();
+// A check of the worker pool for the tests: `calls` parallel_run calls of 2-4 tasks each, with every
+// worker sleeping pause_us microseconds between reading a call and taking its tasks. Returns the
+// number of faults (a task run other than once, or after its call returned; -1 for bad arguments)
+// and sets *tasks_on_workers to the number of tasks the workers ran. A fault that leaves a task to
+// nobody makes it hang instead: run it under a timeout.
+long pool_check(int calls, int pause_us, long* tasks_on_workers);
 // Threads parallel_run uses: $FASTGD_NUM_THREADS if set, else the number of CPUs (at most 64).
 int thread_count();
 

@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -24,6 +25,10 @@
 
 namespace fastgd {
 namespace {
+
+// Set only by pool_check: how long a worker sleeps between reading a call and taking its tasks,
+// standing in for a worker that loses the processor there.
+std::atomic<int> worker_pause_us{0};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -107,6 +112,8 @@ class Pool {
                 ctx = ctx_;
                 tasks = tasks_;
             }
+            if (const int us = worker_pause_us.load(std::memory_order_relaxed))
+                std::this_thread::sleep_for(std::chrono::microseconds(us));
             drain(seen, fn, ctx, tasks);
         }
     }
@@ -185,6 +192,58 @@ void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
     if (wants_threads) serial_callers.fetch_add(1, std::memory_order_relaxed);
     for (int t = 0; t < tasks; ++t) fn(ctx, t);
     if (wants_threads) serial_callers.fetch_sub(1, std::memory_order_relaxed);
+}
+
+namespace {
+
+constexpr int kCheckMaxTasks = 4;
+
+// One call of pool_check: how often each task ran, and whether the call had returned.
+struct CheckCall {
+    std::atomic<int> runs[kCheckMaxTasks] = {};
+    std::atomic<bool> returned{false};
+    std::atomic<long>* late = nullptr;
+    std::atomic<long>* on_workers = nullptr;
+    std::thread::id caller;
+};
+
+void check_task(void* ctx, int task) {
+    auto* call = static_cast<CheckCall*>(ctx);
+    if (call->returned.load(std::memory_order_acquire)) call->late->fetch_add(1, std::memory_order_relaxed);
+    if (std::this_thread::get_id() != call->caller) call->on_workers->fetch_add(1, std::memory_order_relaxed);
+    for (int k = 0; k < 100; ++k) cpu_relax();  // a few microseconds, so that the workers take part
+    call->runs[task].fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+long pool_check(int calls, int pause_us, long* tasks_on_workers) {
+    *tasks_on_workers = 0;
+    if (calls < 0 || pause_us < 0) return -1;
+    struct Restore {
+        ~Restore() { worker_pause_us.store(0, std::memory_order_relaxed); }
+    } restore;
+    worker_pause_us.store(pause_us, std::memory_order_relaxed);
+    std::atomic<long> late{0}, on_workers{0};
+    // Every call's record lives until the end, so that a task run late is counted, not undefined.
+    std::vector<std::unique_ptr<CheckCall>> records;
+    records.reserve(static_cast<size_t>(calls));
+    long errors = 0;
+    for (int k = 0; k < calls; ++k) {
+        const int tasks = 2 + k % (kCheckMaxTasks - 1);  // 2, 3, 4, 2, ...: the counts differ from call to call
+        records.push_back(std::make_unique<CheckCall>());
+        CheckCall& call = *records.back();
+        call.late = &late;
+        call.on_workers = &on_workers;
+        call.caller = std::this_thread::get_id();
+        parallel_run(tasks, check_task, &call);
+        for (int t = 0; t < tasks; ++t) errors += call.runs[t].load(std::memory_order_relaxed) != 1;
+        call.returned.store(true, std::memory_order_release);
+    }
+    // A worker that took a task late runs it after its pause: wait for that before counting.
+    std::this_thread::sleep_for(std::chrono::microseconds(4L * pause_us + 2000));
+    *tasks_on_workers = on_workers.load(std::memory_order_relaxed);
+    return errors + late.load(std::memory_order_relaxed);
 }
 
 }  // namespace fastgd

@@ -218,3 +218,38 @@ def test_cpp_training_with_more_worker_threads_than_tasks_finishes() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "FASTGD_NUM_THREADS": "4"})  # fmt: skip
     assert run.returncode == 0 and run.stdout.split() == ["finished", "4"], run.stdout + run.stderr
+
+
+def test_cpp_pool_runs_each_task_once_when_a_worker_is_late() -> None:
+    """The worker pool's calls follow each other within microseconds. A worker that reads one call
+    (its function, context and task count) and loses the processor before taking a task must take
+    nothing of the next call: it once took a task of the next call and, with its stale count, either
+    ran the finished call's function on it or skipped it, and the next call then waited for ever (a
+    CI run hung in ``Network.score`` after ``fit``). ``_pool_check`` makes every worker sleep there
+    (pause_us) through 20,000 calls of 2, 3 and 4 tasks and counts the tasks run other than once
+    or after their call returned; the pool as it was hangs at pauses of 20 and 200 us. In a
+    subprocess with a timeout, so that a hang fails the test. With no pause the workers must take
+    part, or the check would test nothing."""
+    require_backend("cpp")
+    code = textwrap.dedent(
+        """
+        import fastgd._core as core
+        for pause_us in (0, 20, 200):
+            print(pause_us, *core._pool_check(20000, pause_us))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FASTGD_NUM_THREADS": "2"})  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [[int(v) for v in line.split()] for line in run.stdout.splitlines()]
+    assert [(pause, faults) for pause, faults, _ in rows] == [(0, 0), (20, 0), (200, 0)], run.stdout
+    assert rows[0][2] > 0, f"no task ran on a worker: {run.stdout}"
+
+
+def test_cpp_pool_check_rejects_negative_arguments() -> None:
+    require_backend("cpp")
+    from fastgd import _core
+
+    for calls, pause_us in ((-1, 0), (10, -5)):
+        with pytest.raises(ValueError, match="calls and pause_us must be >= 0"):
+            _core._pool_check(calls, pause_us)

@@ -89,5 +89,11 @@ def train_epoch_many(
     """One epoch of each active network (row of thetas) in place, the networks spread over n_threads threads
     (0: the default); return (mean costs, correct counts, validation costs, validation correct counts)."""
 
+def _pool_check(calls: SupportsInt | SupportsIndex, pause_us: SupportsInt | SupportsIndex) -> tuple[int, int]:
+    """For the tests: run `calls` 2-4-task calls on the worker pool, each worker sleeping pause_us between
+    reading a call and taking its tasks; return (the number of tasks run other than once or after their call
+    returned, the number of tasks the workers ran). A task left to nobody hangs instead: run it under a
+    timeout."""
+
 def build_info() -> dict[str, Any]:
     """How this extension was built and which instruction set it runs."""
