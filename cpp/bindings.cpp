@@ -596,6 +596,12 @@ py::tuple pool_check(int calls, int pause_us) {
     return py::make_tuple(faults, on_workers);
 }
 
+py::tuple team_last_epoch() {
+    long alone, phases;
+    fastgd::last_team_epoch(&alone, &phases);
+    return py::make_tuple(alone, phases);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
@@ -625,5 +631,8 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
           "reading a call and taking its tasks; return (the number of tasks run other than once or after their call "
           "returned, the number of tasks the workers ran). A task left to nobody hangs instead: run it under a "
           "timeout.");
+    m.def("_team_last_epoch", &team_last_epoch,
+          "For the tests: of the phases of the calling thread's last epoch trained by a team of threads, "
+          "(how many the leader ran alone, how many in all).");
     m.def("build_info", &build_info, "How this extension was built and which instruction set it runs.");
 }

@@ -91,6 +91,10 @@ bool threads_contended();
 // and sets *tasks_on_workers to the number of tasks the workers ran. A fault that leaves a task to
 // nobody makes it hang instead: run it under a timeout.
 long pool_check(int calls, int pause_us, long* tasks_on_workers);
+// The calling thread's last epoch trained by a team (see team_sample in kernels_impl.hpp): how many
+// of its phases the leader ran alone, out of how many. Noted by the kernels, read by the tests.
+void note_team_epoch(long alone, long phases);
+void last_team_epoch(long* alone, long* phases);
 // Threads parallel_run uses: $FASTGD_NUM_THREADS if set, else the number of CPUs (at most 64).
 int thread_count();
 

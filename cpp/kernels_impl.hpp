@@ -25,6 +25,9 @@
 #include <cstring>
 #include <type_traits>
 
+#include <sched.h>
+#include <time.h>
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -1251,6 +1254,16 @@ void run_slice(void* ctx, int slice) {
 }
 
 
+// How the leader chooses between its team and working alone (see team_sample): windows of at least
+// kWindowNs; stints alone and calms that start at kFirstStintNs and double, up to kMaxStintNs; a
+// wait for a helper longer than kStallNs, or a window in which the leader ran for less than
+// kMinBusy of the time, calls for a trial alone.
+constexpr int64_t kWindowNs = 1000000, kFirstStintNs = 2000000, kMaxStintNs = 256000000, kStallNs = 1000000;
+constexpr double kMinBusy = 0.8;
+// Tries (each a pause, about 25 ns here) after which an idle helper sleeps (see team_help).
+constexpr unsigned kIdleSpins = 8192;
+constexpr long kFirstNapNs = 20000, kMaxNapNs = 1000000;
+
 // ---------------------------------------------------------------------------------------------
 // A training epoch with large mini-batches runs as one parallel_run for the whole epoch instead
 // of one per mini-batch: task 0, which parallel_run runs on the calling thread, leads (it runs the
@@ -1270,12 +1283,33 @@ struct Team {
     int over = 0;        // set by the leader when the epoch is over
     uint64_t phase = 0;
     Phase slot[2] = {};  // phase p is described in slot[p & 1]
+    // The leader's choice between working with its helpers and working alone (see team_sample):
+    // the way it works now, whether this is a trial of it, whether the next window only settles,
+    // until when to keep the current way without a trial, the lengths of the next stint alone and
+    // of the next calm (no trial alone), the phases per nanosecond of the last window of each way
+    // (kept from epoch to epoch, see run_epoch); whether a helper held the leader up (team_wait),
+    // the phases so far (and of them, those the leader ran alone), and the current window's start
+    // (clock, processor time, phases).
+    struct Choice {
+        bool solo = false, trial = false, settle = false;
+        int64_t stint_until = 0, solo_ns = kFirstStintNs, calm_ns = kFirstStintNs;
+        double team_rate = 0, solo_rate = 0;
+    } choice;
+    bool held_up = false;
+    unsigned count = 0, window_count = 0, alone = 0;
+    int64_t window_start = 0, window_cpu = 0;
 };
 
 inline void team_relax() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+inline int64_t clock_ns(clockid_t clock) {
+    timespec ts;
+    clock_gettime(clock, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 // Claims and runs one task of the current phase: 1 if it ran one, 0 if none is left, -1 if it
@@ -1294,10 +1328,95 @@ inline int team_run_one(Team& t) {
     return 1;
 }
 
+inline int64_t twice(int64_t ns) { return 2 * ns < kMaxStintNs ? 2 * ns : kMaxStintNs; }
+
+// The leader, every 16th phase: at the end of each window of kWindowNs or more (its first after a
+// change of way only settles), it compares the ways by phases per nanosecond. A team is faster
+// than one thread only while its members run at the same time: on a host with more runnable
+// threads than cores (other programs, or the team's own threads taking turns on one core) each
+// mini-batch waits for a member that is not running, and the epoch can take twice as long as on
+// one thread. So when the leader ran for less than kMinBusy of a window, or waited for a helper
+// for longer than kStallNs, it tries working alone for a window (the helpers then sleep, see
+// team_help), and keeps to the faster way: alone for a stint, then a trial of the team again, the
+// stints doubling while working alone stays faster; or with the team, without a trial alone for a
+// calm that doubles each time the trial loses. Which way a phase runs never changes its results.
+__attribute__((noinline)) inline void team_sample(Team& t) {
+    const int64_t now = clock_ns(CLOCK_MONOTONIC);
+    if (t.window_start != 0 && now - t.window_start < kWindowNs) return;
+    const int64_t cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    Team::Choice& c = t.choice;
+    if (t.window_start != 0 && !c.settle) {
+        const double span = static_cast<double>(now - t.window_start);
+        const double rate = static_cast<double>(t.count - t.window_count) / span;
+        if (!c.solo) {
+            c.team_rate = rate;
+            if (c.trial) {  // the team again, after a stint alone
+                c.trial = false;
+                if (rate < c.solo_rate) {
+                    c.solo = c.settle = true;
+                    c.solo_ns = twice(c.solo_ns);
+                    c.stint_until = now + c.solo_ns;
+                } else {
+                    c.solo_ns = kFirstStintNs;
+                }
+            } else if (now >= c.stint_until &&
+                       (t.held_up || static_cast<double>(cpu - t.window_cpu) < kMinBusy * span)) {
+                c.solo = c.trial = c.settle = true;
+            }
+        } else {
+            c.solo_rate = rate;
+            if (c.trial) {  // alone, for the first time since the team last won
+                c.trial = false;
+                if (rate > c.team_rate) {
+                    c.calm_ns = kFirstStintNs;
+                    c.stint_until = now + c.solo_ns;
+                } else {
+                    c.solo = false;
+                    c.settle = true;
+                    c.calm_ns = twice(c.calm_ns);
+                    c.stint_until = now + c.calm_ns;
+                }
+            } else if (now >= c.stint_until) {
+                c.solo = false;
+                c.trial = c.settle = true;
+            }
+        }
+    } else {
+        c.settle = false;
+    }
+    t.held_up = false;
+    t.window_start = now;
+    t.window_cpu = cpu;
+    t.window_count = t.count;
+}
+
+// The leader waits for the helpers' claimed tasks of n; a wait longer than kStallNs (a helper lost
+// its processor in the middle of a task) is noted for team_sample.
+__attribute__((noinline)) inline void team_wait(Team& t, int n) {
+    int64_t start = 0;
+    for (unsigned k = 1; __atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n; ++k) {
+        team_relax();
+        if ((k & 255) != 0 || t.held_up) continue;
+        const int64_t now = clock_ns(CLOCK_MONOTONIC);
+        if (start == 0)
+            start = now;
+        else
+            t.held_up = now - start > kStallNs;
+    }
+}
+
 // The leader: runs fn(ctx, i) for i in [0, n) with the team, then after_tasks() (its own work,
-// while the helpers finish theirs), and returns when all are done.
+// while the helpers finish theirs), and returns when all are done. While the leader works alone
+// (see team_sample) it runs every task itself, in order, and the helpers sleep.
 template <class F>
 inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n, F&& after_tasks) {
+    if ((++t.count & 15) == 0) team_sample(t);
+    if (t.choice.solo) {
+        ++t.alone;
+        for (int i = 0; i < n; ++i) fn(ctx, i);
+        after_tasks();
+        return;
+    }
     const uint64_t p = ++t.phase;
     Team::Phase& ph = t.slot[p & 1];
     ph.fn = fn;
@@ -1308,21 +1427,33 @@ inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n, F&& af
     while (team_run_one(t) != 0) {
     }
     after_tasks();
-    while (__atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n) team_relax();
+    if (__atomic_load_n(&t.done, __ATOMIC_ACQUIRE) < n) team_wait(t, n);
 }
 inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
     team_phase(t, fn, ctx, n, [] {});
 }
 
-// A helper: runs the team's tasks until the leader says the epoch is over, or until another call
-// is running on one core what it wanted to share (two Python threads training at once): then the
-// leader goes on alone rather than the helper spinning on a core the other call needs.
+// A helper that has found nothing to do for kIdleSpins tries (the leader works alone, or has lost
+// its processor) sleeps, for kFirstNapNs and then twice as long each time up to kMaxNapNs, until
+// it finds a task again: spinning on, it would take turns with the leader on a shared processor
+// (yielding would not help: the scheduler gives it back its fair share).
 inline void team_help(Team& t) {
+    unsigned idle = 0;
+    long nap = kFirstNapNs;
     while (!__atomic_load_n(&t.over, __ATOMIC_ACQUIRE)) {
         const int ran = team_run_one(t);
-        if (ran == 0) {
+        if (ran > 0) {
+            idle = 0;
+            nap = kFirstNapNs;
+        } else if (ran == 0) {
             if (threads_contended()) return;
-            team_relax();
+            if (++idle < kIdleSpins) {
+                team_relax();
+            } else {
+                const timespec ts{0, nap};
+                nanosleep(&ts, nullptr);
+                nap = 2 * nap < kMaxNapNs ? 2 * nap : kMaxNapNs;
+            }
         }
     }
 }
@@ -1882,9 +2013,20 @@ bool split_open(SplitEpoch<T>& e) {
 template <class E, void (*Loop)(E&), void (*Serial)(E&)>
 void run_epoch(E& e, int members) {
     if (members > 1) {
+        // The leader's choice between its team and working alone carries over to the next epoch
+        // of this thread with the same loop, batch size and team (see team_sample).
+        struct Memory {
+            int64_t batch = 0;
+            int members = 0;
+            Team::Choice choice;
+        };
+        static thread_local Memory memory;
         Team team;
+        if (memory.batch == e.batch && memory.members == members) team.choice = memory.choice;
         e.team = &team;
         parallel_run(members, team_member<E, Loop>, &e);
+        memory = {e.batch, members, team.choice};
+        note_team_epoch(team.alone, team.count);
     } else {
         Serial(e);
     }

@@ -195,6 +195,20 @@ void parallel_run(int tasks, void (*fn)(void*, int), void* ctx) {
 }
 
 namespace {
+thread_local long team_alone = 0, team_phases = 0;
+}  // namespace
+
+void note_team_epoch(long alone, long phases) {
+    team_alone = alone;
+    team_phases = phases;
+}
+
+void last_team_epoch(long* alone, long* phases) {
+    *alone = team_alone;
+    *phases = team_phases;
+}
+
+namespace {
 
 constexpr int kCheckMaxTasks = 4;
 

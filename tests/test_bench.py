@@ -22,6 +22,7 @@ from fastgd import backends, bench
 
 BOOK = (784, 16, 16, 10)
 PEERS = Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+CONTENDED = PEERS.parent / "contended.py"
 
 
 def fast_backend() -> str:
@@ -318,3 +319,24 @@ def test_median_tables_runs_pairs_and_summarizes_them(mnist, tmp_path: Path) -> 
     bad = subprocess.run([sys.executable, str(PAIRS), "--summarize", str(tmp_path / "none")], capture_output=True,
                          text=True, timeout=60)  # fmt: skip
     assert bad.returncode != 0 and "no pairs" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks/contended.py (threads that share CPUs with other threads)
+
+
+@pytest.mark.skipif(not CONTENDED.is_file(), reason="benchmarks/contended.py is not in this checkout")
+def test_contended_script_on_random_digits() -> None:
+    from helpers import require_backend
+
+    require_backend("cpp")
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("os.sched_setaffinity is not available on this platform")
+    env = {k: v for k, v in os.environ.items() if k != "FASTGD_DATA"}
+    res = subprocess.run([sys.executable, str(CONTENDED), "--batch-sizes", "10,100", "--epochs", "1", "--rows",
+                          "3000"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split(" | ")[0].strip("| "): line for line in res.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"setting", "---", "1 thread", "2 threads", "2 threads, 1 CPU", "2 threads + busy"}, res.stdout
+    assert "alone" not in rows["1 thread"] and rows["2 threads, 1 CPU"].count("alone") == 2, res.stdout
+    assert "parameters bit-identical in every setting" in res.stdout

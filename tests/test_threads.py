@@ -253,3 +253,44 @@ def test_cpp_pool_check_rejects_negative_arguments() -> None:
     for calls, pause_us in ((-1, 0), (10, -5)):
         with pytest.raises(ValueError, match="calls and pause_us must be >= 0"):
             _core._pool_check(calls, pause_us)
+
+
+def test_cpp_team_on_one_cpu_works_alone_with_the_same_results() -> None:
+    """Two threads that must take turns on one CPU (FASTGD_NUM_THREADS=2 in a process pinned to one)
+    would make every mini-batch wait for a thread that is not running: the leader notices (it ran
+    for less than 80% of a window, or waited for a helper for over a millisecond), tries working
+    alone, and keeps to it while it is faster. Its phases then run on one thread; the parameters
+    must be bit-identical to one thread's and to two free threads', at batch 10 (the split first
+    layer) and 100 (row slices)."""
+    require_backend("cpp")
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("os.sched_setaffinity is not available on this platform")
+    code = textwrap.dedent(
+        """
+        import hashlib, os, sys
+        if sys.argv[1] == "pinned":
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        import numpy as np, fastgd, fastgd._core as core
+        rng = np.random.default_rng(0)
+        X = rng.random((20000, 784), dtype=np.float32)
+        y = rng.integers(0, 10, 20000)
+        for batch in (10, 100):
+            net = fastgd.Network([784, 16, 16, 10], seed=0, backend="cpp", dtype="float32")
+            alone = phases = 0
+            for epoch in range(3):
+                net.fit(X, y, epochs=1, batch_size=batch, eta=3.0, optimizer="sgd", seed=epoch)
+                a, p = core._team_last_epoch()
+                alone, phases = alone + a, phases + p
+            print(batch, hashlib.sha256(net.theta.tobytes()).hexdigest(), alone, phases)
+        """
+    )
+    runs = {}
+    for name, threads, where in (("one", "1", "free"), ("two", "2", "free"), ("pinned", "2", "pinned")):
+        run = subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FASTGD_NUM_THREADS": threads})  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        runs[name] = [line.split() for line in run.stdout.splitlines()]
+    digests = {name: [row[:2] for row in rows] for name, rows in runs.items()}
+    assert digests["pinned"] == digests["one"] == digests["two"], runs
+    for batch, _, alone, phases in runs["pinned"]:
+        assert int(phases) > 0 and int(alone) > 0, f"batch {batch}: the leader never worked alone: {runs}"

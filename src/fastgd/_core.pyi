@@ -95,5 +95,9 @@ def _pool_check(calls: SupportsInt | SupportsIndex, pause_us: SupportsInt | Supp
     returned, the number of tasks the workers ran). A task left to nobody hangs instead: run it under a
     timeout."""
 
+def _team_last_epoch() -> tuple[int, int]:
+    """For the tests: of the phases of the calling thread's last epoch trained by a team of threads,
+    (how many the leader ran alone, how many in all)."""
+
 def build_info() -> dict[str, Any]:
     """How this extension was built and which instruction set it runs."""
