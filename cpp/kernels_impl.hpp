@@ -25,7 +25,6 @@
 #include <cstring>
 #include <type_traits>
 
-#include <sched.h>
 #include <time.h>
 
 #if defined(__AVX512F__)
@@ -1263,6 +1262,8 @@ constexpr double kMinBusy = 0.8;
 // Tries (each a pause, about 25 ns here) after which an idle helper sleeps (see team_help).
 constexpr unsigned kIdleSpins = 8192;
 constexpr long kFirstNapNs = 20000, kMaxNapNs = 1000000;
+// A trial of the team must not end before its helpers wake: it settles for a window first.
+static_assert(kMaxNapNs <= kWindowNs, "a helper's nap must end within the window a trial settles for");
 
 // ---------------------------------------------------------------------------------------------
 // A training epoch with large mini-batches runs as one parallel_run for the whole epoch instead
@@ -1433,9 +1434,12 @@ inline void team_phase(Team& t, void (*fn)(void*, int), void* ctx, int n) {
     team_phase(t, fn, ctx, n, [] {});
 }
 
-// A helper that has found nothing to do for kIdleSpins tries (the leader works alone, or has lost
-// its processor) sleeps, for kFirstNapNs and then twice as long each time up to kMaxNapNs, until
-// it finds a task again: spinning on, it would take turns with the leader on a shared processor
+// A helper: runs the team's tasks until the leader says the epoch is over, or until another call
+// is running on one core what it wanted to share (two Python threads training at once): then the
+// leader goes on alone rather than the helper spinning on a core the other call needs. A helper
+// that has found nothing to do for kIdleSpins tries (the leader works alone, or has lost its
+// processor) sleeps, for kFirstNapNs and then twice as long each time up to kMaxNapNs, until it
+// finds a task again: spinning on, it would take turns with the leader on a shared processor
 // (yielding would not help: the scheduler gives it back its fair share).
 inline void team_help(Team& t) {
     unsigned idle = 0;
