@@ -1259,6 +1259,10 @@ void run_slice(void* ctx, int slice) {
 // kMinBusy of the time, calls for a trial alone.
 constexpr int64_t kWindowNs = 1000000, kFirstStintNs = 2000000, kMaxStintNs = 256000000, kStallNs = 1000000;
 constexpr double kMinBusy = 0.8;
+// The team is kept only where it is at least this much faster than working alone: a second thread
+// that gains less is not worth a core of a busy host (and trials that the team wins by noise would
+// start the stints alone from their shortest again).
+constexpr double kTeamMargin = 1.1;
 // Tries (each a pause, about 25 ns here) after which an idle helper sleeps (see team_help).
 constexpr unsigned kIdleSpins = 8192;
 constexpr long kFirstNapNs = 20000, kMaxNapNs = 1000000;
@@ -1353,7 +1357,7 @@ __attribute__((noinline)) inline void team_sample(Team& t) {
             c.team_rate = rate;
             if (c.trial) {  // the team again, after a stint alone
                 c.trial = false;
-                if (rate < c.solo_rate) {
+                if (rate < kTeamMargin * c.solo_rate) {
                     c.solo = c.settle = true;
                     c.solo_ns = twice(c.solo_ns);
                     c.stint_until = now + c.solo_ns;
@@ -1368,7 +1372,7 @@ __attribute__((noinline)) inline void team_sample(Team& t) {
             c.solo_rate = rate;
             if (c.trial) {  // alone, for the first time since the team last won
                 c.trial = false;
-                if (rate > c.team_rate) {
+                if (kTeamMargin * rate > c.team_rate) {
                     c.calm_ns = kFirstStintNs;
                     c.stint_until = now + c.solo_ns;
                 } else {
