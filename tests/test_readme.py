@@ -1,6 +1,7 @@
-"""The README's commands and code work: every command in it is run here, run by ``.ci/run``, or
-listed below with the reason it is not (an external tool, a placeholder, a long measurement whose
-script is checked to exist and to answer ``--help``)."""
+"""The README's commands and code work: every command in it (and in ``benchmarks/RESULTS.md``, its
+measurement log) is run here, run by ``.ci/run``, or listed below with the reason it is not (an
+external tool, a placeholder, a long measurement whose script is checked to exist and to answer
+``--help``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from fastgd.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")  # the measurement log
 CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 
@@ -41,14 +43,14 @@ SCRIPTS = ("benchmarks/", "examples/")
 COMMAND = re.compile(r"(?:env (?:-u \S+ )*|[A-Z_][A-Z0-9_]*=\S* )*(?:fastgd |python |bash |pip install |ruff |dask )")
 
 
-def blocks(lang: str) -> list[str]:
-    return [body for tag, body in BLOCK.findall(README) if tag == lang]
+def blocks(lang: str, doc: str = README) -> list[str]:
+    return [body for tag, body in BLOCK.findall(doc) if tag == lang]
 
 
-def block_lines() -> list[str]:
-    """Every command line of the README's untagged code blocks, without comments."""
+def block_lines(doc: str = README) -> list[str]:
+    """Every command line of the document's untagged code blocks, without comments."""
     lines = []
-    for body in blocks(""):
+    for body in blocks("", doc):
         for line in body.splitlines():
             command = line.split("  #")[0].split(" # ")[0].strip()
             if command and not command.startswith("#"):
@@ -56,15 +58,16 @@ def block_lines() -> list[str]:
     return lines
 
 
-def inline_commands() -> list[str]:
+def inline_commands(doc: str = README) -> list[str]:
     """Commands quoted in the text (`fastgd bench`, `python benchmarks/...`), table escapes undone."""
-    text = BLOCK.sub("", README)
+    text = BLOCK.sub("", doc)
     spans = (" ".join(m.split()).replace("\\|", "|") for m in re.findall(r"`([^`]+)`", text))
     return [span for span in spans if COMMAND.match(span) and span != "pip install"]
 
 
 def shell_lines() -> list[str]:
-    return block_lines() + inline_commands()
+    """The README's commands, then those of the measurement log."""
+    return [line for doc in (README, RESULTS) for line in block_lines(doc) + inline_commands(doc)]
 
 
 def strip_env(command: str) -> list[str]:
@@ -123,6 +126,12 @@ SCRIPT_PATHS = sorted({strip_env(line)[1] for line in shell_lines()
 
 def test_the_readme_names_its_measurement_scripts() -> None:
     assert len(SCRIPT_PATHS) >= 6, SCRIPT_PATHS
+
+
+def test_the_measurement_log_is_linked_and_its_commands_checked() -> None:
+    assert "(benchmarks/RESULTS.md)" in README
+    logged = block_lines(RESULTS) + inline_commands(RESULTS)
+    assert any("benchmarks/peers.py" in line for line in logged), logged
 
 
 @pytest.mark.parametrize("script", SCRIPT_PATHS)
