@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
-"""Epochs of the C++ backend when its threads must share the CPUs with other threads.
+"""Epochs of a compiled backend (C++, or Numba with ``--backend numba``) when its threads must share the
+CPUs with other threads.
 
 A team of threads (two at batch 10 and 100 on a 2-core machine) is faster than one thread only
 while its members run at the same time; when they take turns on a CPU each mini-batch waits for
 one that is not running. The leader then works alone while that is faster (see "Backends" in the
 README). Each setting runs in its own process, one after another:
 
-- ``1 thread``: ``FASTGD_NUM_THREADS=1``;
-- ``2 threads``: ``FASTGD_NUM_THREADS=2``;
+- ``1 thread``: ``FASTGD_NUM_THREADS=1`` (and ``NUMBA_NUM_THREADS=1``);
+- ``2 threads``: ``FASTGD_NUM_THREADS=2`` (and ``NUMBA_NUM_THREADS=2``);
 - ``2 threads, 1 CPU``: the same, the process pinned to one CPU (``os.sched_setaffinity``);
 - ``2 threads + busy``: the same, free, beside one busy-looping process of its own.
 
 It prints the median seconds per epoch of 784-16-16-10 (sigmoid, quadratic cost, plain SGD, eta
 3.0, float32) on MNIST (``$FASTGD_DATA``, else random digits) per batch size, and the share of the
-team's phases its leader ran alone. The parameters of every setting must be bit-identical.
+team's work its leader ran alone (the C++ backend counts phases, the Numba backend rows). The
+parameters of every setting must be bit-identical.
 
 Usage::
 
     FASTGD_DATA=/path/to/mnist python benchmarks/contended.py
     python benchmarks/contended.py --batch-sizes 10,100 --epochs 5 --rows 20000
+    FASTGD_DATA=/path/to/mnist python benchmarks/contended.py --backend numba
 """
 
 from __future__ import annotations
@@ -35,10 +38,19 @@ if os.environ.get("CONTENDED_PIN") == "1":
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 import numpy as np
 import fastgd
-import fastgd._core as core
 
 rows, epochs = int(sys.argv[1]), int(sys.argv[2])
 batches = [int(b) for b in sys.argv[3].split(",")]
+backend = sys.argv[4]
+if backend == "cpp":
+    import fastgd._core as core
+    team = core.build_info()["threads"] > 1
+    last_epoch = core._team_last_epoch
+else:
+    import numba
+    from fastgd.backends import _numba
+    team = numba.get_num_threads() > 1
+    last_epoch = _numba._team_last_epoch
 if os.environ.get("FASTGD_DATA"):
     X, y = fastgd.load_mnist("train")
     X, y = X[:rows], y[:rows]
@@ -47,14 +59,14 @@ else:
     X, y = rng.random((rows, 784), dtype=np.float32), rng.integers(0, 10, rows)
 out = {}
 for batch in batches:
-    net = fastgd.Network([784, 16, 16, 10], seed=0, backend="cpp", dtype="float32")
+    net = fastgd.Network([784, 16, 16, 10], seed=0, backend=backend, dtype="float32")
     net.fit(X, y, epochs=1, batch_size=batch, eta=3.0, optimizer="sgd", seed=0)  # warm-up
     seconds, alone, phases = [], 0, 0
     for epoch in range(epochs):
         t = time.perf_counter()
         net.fit(X, y, epochs=1, batch_size=batch, eta=3.0, optimizer="sgd", seed=epoch + 1)
         seconds.append(time.perf_counter() - t)
-        a, p = core._team_last_epoch() if core.build_info()["threads"] > 1 else (0, 0)
+        a, p = last_epoch() if team else (0, 0)
         alone, phases = alone + a, phases + p
     out[batch] = dict(seconds=statistics.median(seconds), alone=alone, phases=phases,
                       digest=hashlib.sha256(net.theta.tobytes()).hexdigest())
@@ -70,11 +82,12 @@ SETTINGS = (  # name, FASTGD_NUM_THREADS, pinned to one CPU, beside a busy proce
 
 
 def run(threads: str, pinned: bool, busy: bool, args: argparse.Namespace) -> dict[str, dict[str, float | str]]:
-    env = {**os.environ, "FASTGD_NUM_THREADS": threads, "CONTENDED_PIN": "1" if pinned else "0"}
+    env = {**os.environ, "FASTGD_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads,
+           "CONTENDED_PIN": "1" if pinned else "0"}  # fmt: skip
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        res = subprocess.run([sys.executable, "-c", WORKER, str(args.rows), str(args.epochs), args.batch_sizes],
-                             env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+        res = subprocess.run([sys.executable, "-c", WORKER, str(args.rows), str(args.epochs), args.batch_sizes,
+                              args.backend], env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
     finally:
         if hog is not None:
             hog.kill()
@@ -89,6 +102,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="10,100,1000")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per batch size (median printed)")
     parser.add_argument("--rows", type=int, default=60000)
+    parser.add_argument("--backend", choices=("cpp", "numba"), default="cpp")
     args = parser.parse_args()
     if not hasattr(os, "sched_setaffinity"):
         raise SystemExit("this benchmark needs os.sched_setaffinity (Linux)")

@@ -52,7 +52,7 @@ def epoch(way: str, theta: np.ndarray, X: np.ndarray, y: np.ndarray, order: np.n
         if way == "split, 2 threads":
             nb._split_team_batches(*args, 2)
         else:
-            nb._split_batches(*args)
+            nb._split_batches(*args, 0.0, 0)
     return time.perf_counter() - t0
 
 

@@ -512,14 +512,14 @@ for members in (0, 1, 2, nb._SLICES):
     shared = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order)
     step = (w.G, w.acts, w.deltas, w.identity)
     if members == 0:
-        c, k = nb._sliced_batches(*shared, 0, 600, 257, 0.5, 0.0, t[:0], 0.0, *step)
+        c, k = nb._sliced_batches(*shared, 0, 600, 257, 0.5, 0.0, t[:0], 0.0, *step, 0.0, 0)
     elif members == 1:  # the leader alone, then a helper
         team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
         costs, hits = np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64)
         eta, zero = t.dtype.type(0.5), t.dtype.type(0.0)
-        c, k = nb._team_lead(team, *shared, 0, 600, 257, eta, zero, t[:0], zero, *step, costs, hits)
+        c, k = nb._team_lead(team, *shared, 0, 600, 257, eta, zero, t[:0], zero, *step, costs, hits, 0.0, 0)
         team[nb._T_OVER] = 1
-        nb._team_help(team, *shared, eta, zero, t[:0], zero, *step, costs, hits)
+        nb._team_help(team, *shared, eta, zero, t[:0], zero, *step, costs, hits, 1)
     else:
         c, k = nb._team_batches(*shared, 0, 600, 257, 0.5, 0.0, t[:0], 0.0, *step, members)
     results.append(np.append(t, [c, k]))
@@ -540,6 +540,7 @@ def test_numba_read_only_data_compiles_nothing_more() -> None:
     from helpers import require_backend
 
     require_backend("numba")
+    import numba
     from numba.core.registry import CPUDispatcher
 
     from fastgd.backends import _numba
@@ -567,16 +568,24 @@ def test_numba_read_only_data_compiles_nothing_more() -> None:
     def compiled() -> int:
         return sum(len(f.signatures) for f in vars(_numba).values() if isinstance(f, CPUDispatcher))
 
+    def leaves(x) -> list[np.ndarray]:  # noqa: ANN001
+        return [leaf for e in x for leaf in leaves(e)] if isinstance(x, (tuple, list)) else [np.asarray(x)]
+
     writable = run(X, y)
+    # and on one thread: the serial kernels, which a team's leader also runs when it works alone (see
+    # _numba._TeamChoice), compiled for writable arrays too
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert all(np.array_equal(u, v, equal_nan=True) for u, v in zip(leaves(run(X, y)), leaves(writable)))
+    finally:
+        numba.set_num_threads(threads)
     before = compiled()
     Xr, yr = X.copy(), y.copy()
     Xr.setflags(write=False)
     yr.setflags(write=False)
     read_only = run(Xr, yr)
     assert compiled() == before
-
-    def leaves(x) -> list[np.ndarray]:  # noqa: ANN001
-        return [leaf for e in x for leaf in leaves(e)] if isinstance(x, (tuple, list)) else [np.asarray(x)]
 
     a, b = leaves(writable), leaves(read_only)
     assert len(a) == len(b) and all(np.array_equal(u, v, equal_nan=True) for u, v in zip(a, b))
@@ -719,15 +728,15 @@ for mode, momentum in ((nb._STEP_SGD, 0.0), (nb._STEP_GENERAL, 0.9)):
         args = (t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 10, mode, 0.5, momentum, v, 0.0, G,
                 *w.args())
         if members == 0:
-            c, k = nb._split_batches(*args)
+            c, k = nb._split_batches(*args, 0.0, 0)
         elif members == 1:  # the leader alone, then a helper
             team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
             eta, mom, l2 = t.dtype.type(0.5), t.dtype.type(momentum), t.dtype.type(0.0)
             c, k = nb._split_lead(team, t, d['sizes'], 0, 0, d['X'].reshape(-1), d['y'], order, 0, 250, 250, 10, mode,
-                                  eta, mom, v, l2, G, *w.args())
+                                  eta, mom, v, l2, G, *w.args(), True, 0.0, 0)
             team[nb._T_OVER] = 1
             nb._parts_help(team, t, d['sizes'], d['X'].reshape(-1), d['y'], order, 250, 10, mode, eta, mom, v, l2, G,
-                           w.z, w.nzi, w.n_nz, w.bias, w.deltas)
+                           w.z, w.nzi, w.n_nz, w.bias, w.deltas, 1)
         else:
             c, k = nb._split_team_batches(*args, members)
         results.append(np.concatenate([t, v, [c, k]]))
@@ -746,21 +755,22 @@ def test_numba_team_kept_over_chunks_gives_one_calls_result(tmp_path) -> None:  
     """train_epoch keeps one team for the epoch, its leader back in Python after each chunk of rows while the helper
     waits: the leader's phases go on from one call to the next (the split's forward passes of the next chunk's
     first mini-batch are the last phase of the call before), with the result of serial calls over the same chunks,
-    whether the helper runs along or starts only after the leader's last call (a hang fails by the subprocess's
-    timeout)."""
+    whether the helper runs along or starts only after the leader's last call, and with calls in which the leader
+    works alone (as it does on a busy host) between calls with the team, while the helper naps in between (a hang
+    fails by the subprocess's timeout)."""
     from helpers import require_backend
 
     require_backend("numba")
     theta, sizes, X, y = problem(WIDE, 0, seed=43, rows=250)
     code = """
-import sys, numpy as np
+import sys, time, numpy as np
 from fastgd.backends import _numba as nb
 d = np.load(sys.argv[1])
 order = np.random.default_rng(5).permutation(250)
 X = d['X'].reshape(-1)
 results = []
 for batch in (10, 70):  # the split first layer; slices
-    for way in ('serial', 'team', 'alone'):
+    for way in ('serial', 'team', 'alone', 'mixed'):
         t = d['theta'].copy()
         if batch == 10:
             w = nb._SplitScratch(t, d['sizes'], batch)
@@ -774,10 +784,23 @@ for batch in (10, 70):  # the split first layer; slices
             c = k = 0
             for lo in range(0, 250, 3 * batch):
                 serial = nb._split_batches if batch == 10 else nb._sliced_batches
-                ck = serial(*args[:7], lo, min(lo + 3 * batch, 250), *args[9:])
+                ck = serial(*args[:7], lo, min(lo + 3 * batch, 250), *args[9:], 0.0, 0)
                 c, k = c + ck[0], k + ck[1]
         elif way == 'team':
             c, k = (nb._split_team_batches if batch == 10 else nb._team_batches)(*args, 2, 3 * batch)
+        elif way == 'mixed':  # windows of a mini-batch, alone and with the team in turn, the helper napping between
+            nb._WORK_PER_WINDOW = 1
+            class Turns:
+                alone, span = True, 1
+                def record(self, rows, seconds, cpu, held_up):
+                    self.alone = not self.alone
+                    time.sleep(0.002)  # the helper's naps: longer than its tries before one
+            original = nb._team_choice
+            nb._team_choice = lambda key: Turns()
+            try:
+                c, k = (nb._split_team_batches if batch == 10 else nb._team_batches)(*args, 2, 3 * batch)
+            finally:
+                nb._team_choice = original
         else:  # the leader's calls alone, then a helper
             team = np.zeros(nb._TEAM_WORDS, dtype=np.int64)
             eta, zero = t.dtype.type(0.5), t.dtype.type(0.0)
@@ -786,29 +809,30 @@ for batch in (10, 70):  # the split first layer; slices
                 hi = min(lo + 3 * batch, 250)
                 if batch == 10:
                     ck = nb._split_lead(team, t, d['sizes'], 0, 0, X, d['y'], order, lo, hi, 250, batch, nb._STEP_SGD,
-                                        eta, zero, t[:0], zero, t[:0], *w.args())
+                                        eta, zero, t[:0], zero, t[:0], *w.args(), lo == 0, 0.0, 0)
                 else:
                     ck = nb._team_lead(team, t, d['sizes'], 0, 0, X, d['y'], order, lo, hi, batch, eta, zero, t[:0],
                                        zero, w.G, w.acts, w.deltas, w.identity, np.zeros(nb._SLICES),
-                                       np.zeros(nb._SLICES, dtype=np.int64))
+                                       np.zeros(nb._SLICES, dtype=np.int64), 0.0, 0)
                 c, k = c + ck[0], k + ck[1]
             team[nb._T_OVER] = 1
             if batch == 10:
                 nb._parts_help(team, t, d['sizes'], X, d['y'], order, 250, batch, nb._STEP_SGD, eta, zero, t[:0], zero,
-                               t[:0], w.z, w.nzi, w.n_nz, w.bias, w.deltas)
+                               t[:0], w.z, w.nzi, w.n_nz, w.bias, w.deltas, 1)
             else:
                 nb._team_help(team, t, d['sizes'], 0, 0, X, d['y'], order, eta, zero, t[:0], zero, w.G, w.acts,
-                              w.deltas, w.identity, np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64))
+                              w.deltas, w.identity, np.zeros(nb._SLICES), np.zeros(nb._SLICES, dtype=np.int64), 1)
         results.append(np.append(t, [c, k]))
 np.save(sys.argv[2], np.array(results))
 """
-    split_serial, split_team, split_alone, sliced_serial, sliced_team, sliced_alone = numba_script_result(
-        tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code
-    )
+    results = numba_script_result(tmp_path, dict(theta=theta, sizes=sizes, X=X, y=y), code)
+    split_serial, split_team, split_alone, split_mixed, sliced_serial, sliced_team, sliced_alone, sliced_mixed = results
     assert np.array_equal(split_team, split_serial)
     assert np.array_equal(split_alone, split_serial)
+    assert np.array_equal(split_mixed, split_serial)
     assert np.array_equal(sliced_team, sliced_serial)
     assert np.array_equal(sliced_alone, sliced_serial)
+    assert np.array_equal(sliced_mixed, sliced_serial)
     assert not np.array_equal(split_serial[: theta.size], theta)  # the epoch took its steps
     assert not np.array_equal(sliced_serial[: theta.size], theta)
 

@@ -326,15 +326,17 @@ def test_median_tables_runs_pairs_and_summarizes_them(mnist, tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(not CONTENDED.is_file(), reason="benchmarks/contended.py is not in this checkout")
-def test_contended_script_on_random_digits() -> None:
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_contended_script_on_random_digits(backend: str) -> None:
     from helpers import require_backend
 
-    require_backend("cpp")
+    require_backend(backend)
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("os.sched_setaffinity is not available on this platform")
     env = {k: v for k, v in os.environ.items() if k != "FASTGD_DATA"}
     res = subprocess.run([sys.executable, str(CONTENDED), "--batch-sizes", "10,100", "--epochs", "1", "--rows",
-                          "3000"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+                          "3000", "--backend", backend], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     rows = {line.split(" | ")[0].strip("| "): line for line in res.stdout.splitlines() if line.startswith("| ")}
     assert set(rows) == {"setting", "---", "1 thread", "2 threads", "2 threads, 1 CPU", "2 threads + busy"}, res.stdout

@@ -255,6 +255,67 @@ def test_cpp_pool_check_rejects_negative_arguments() -> None:
             _core._pool_check(calls, pause_us)
 
 
+# A script for the tests below: the same network at batch 10 (the split first layer) and 100 (row slices)
+# on random digits, 3 epochs each, in a process pinned to one CPU (argument "pinned") or not; it prints per
+# batch size the SHA-256 of the parameters and the two counts of the backend's _team_last_epoch() summed
+# over the epochs (the work its leader ran alone, and all its team's work).
+PINNED_TEAM = textwrap.dedent(
+    """
+    import hashlib, os, sys
+    if sys.argv[1] == "pinned":
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    import numpy as np, fastgd
+    backend = sys.argv[2]
+    if backend == "cpp":
+        from fastgd._core import _team_last_epoch
+    else:
+        from fastgd.backends._numba import _team_last_epoch
+    rng = np.random.default_rng(0)
+    X = rng.random((20000, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 20000)
+    for batch in (10, 100):
+        net = fastgd.Network([784, 16, 16, 10], seed=0, backend=backend, dtype="float32")
+        alone = work = 0
+        for epoch in range(3):
+            net.fit(X, y, epochs=1, batch_size=batch, eta=3.0, optimizer="sgd", seed=epoch)
+            a, w = _team_last_epoch()
+            alone, work = alone + a, work + w
+        print(batch, hashlib.sha256(net.theta.tobytes()).hexdigest(), alone, work)
+    """
+)
+
+
+def pinned_team_runs(backend: str, threads_variable: str) -> dict[str, list[list[str]]]:
+    """PINNED_TEAM's lines per run: one thread, two free threads, two threads pinned to one CPU."""
+    require_backend(backend)
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("os.sched_setaffinity is not available on this platform")
+    runs = {}
+    for name, threads, where in (("one", "1", "free"), ("two", "2", "free"), ("pinned", "2", "pinned")):
+        run = subprocess.run([sys.executable, "-c", PINNED_TEAM, where, backend], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, threads_variable: threads})  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        runs[name] = [line.split() for line in run.stdout.splitlines()]
+    digests = {name: [row[:2] for row in rows] for name, rows in runs.items()}
+    assert digests["pinned"] == digests["one"] == digests["two"], runs
+    for batch, _, alone, work in runs["pinned"]:
+        assert int(work) > 0 and int(alone) > 0, f"batch {batch}: the leader never worked alone: {runs}"
+    return runs
+
+
+def test_numba_team_on_one_cpu_works_alone_with_the_same_results() -> None:
+    """The Numba backend's teams choose as the C++ backend's do (see the test below), for each call of their
+    leader (a window of a millisecond or more) instead of a window of phases: pinned to one CPU with
+    NUMBA_NUM_THREADS=2, the leader must have worked alone for some of its rows, with the bits of one thread
+    and of two free threads, at batch 10 (the split first layer) and 100 (row slices). Its counts are rows:
+    every row of the three epochs of a team, none on one thread."""
+    runs = pinned_team_runs("numba", "NUMBA_NUM_THREADS")
+    for batch, _, _alone, rows in runs["two"] + runs["pinned"]:
+        assert int(rows) == 3 * 20000, f"batch {batch}: the team did not train every row: {runs}"
+    for batch, _, alone, rows in runs["one"]:
+        assert (int(alone), int(rows)) == (0, 0), f"batch {batch}: one thread made a team: {runs}"
+
+
 def test_cpp_team_on_one_cpu_works_alone_with_the_same_results() -> None:
     """Two threads that must take turns on one CPU (FASTGD_NUM_THREADS=2 in a process pinned to one)
     would make every mini-batch wait for a thread that is not running: the leader notices (it ran
@@ -262,35 +323,4 @@ def test_cpp_team_on_one_cpu_works_alone_with_the_same_results() -> None:
     alone, and keeps to it while it is faster. Its phases then run on one thread; the parameters
     must be bit-identical to one thread's and to two free threads', at batch 10 (the split first
     layer) and 100 (row slices)."""
-    require_backend("cpp")
-    if not hasattr(os, "sched_setaffinity"):
-        pytest.skip("os.sched_setaffinity is not available on this platform")
-    code = textwrap.dedent(
-        """
-        import hashlib, os, sys
-        if sys.argv[1] == "pinned":
-            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        import numpy as np, fastgd, fastgd._core as core
-        rng = np.random.default_rng(0)
-        X = rng.random((20000, 784), dtype=np.float32)
-        y = rng.integers(0, 10, 20000)
-        for batch in (10, 100):
-            net = fastgd.Network([784, 16, 16, 10], seed=0, backend="cpp", dtype="float32")
-            alone = phases = 0
-            for epoch in range(3):
-                net.fit(X, y, epochs=1, batch_size=batch, eta=3.0, optimizer="sgd", seed=epoch)
-                a, p = core._team_last_epoch()
-                alone, phases = alone + a, phases + p
-            print(batch, hashlib.sha256(net.theta.tobytes()).hexdigest(), alone, phases)
-        """
-    )
-    runs = {}
-    for name, threads, where in (("one", "1", "free"), ("two", "2", "free"), ("pinned", "2", "pinned")):
-        run = subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "FASTGD_NUM_THREADS": threads})  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr
-        runs[name] = [line.split() for line in run.stdout.splitlines()]
-    digests = {name: [row[:2] for row in rows] for name, rows in runs.items()}
-    assert digests["pinned"] == digests["one"] == digests["two"], runs
-    for batch, _, alone, phases in runs["pinned"]:
-        assert int(phases) > 0 and int(alone) > 0, f"batch {batch}: the leader never worked alone: {runs}"
+    pinned_team_runs("cpp", "FASTGD_NUM_THREADS")

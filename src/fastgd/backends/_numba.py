@@ -34,7 +34,8 @@ names (``z``, ``a``, ``delta``) in the same order, as loops over scratch allocat
   fixed order. On two or more threads a team shares the slices and steps
   (:func:`_team_batches`, with a few atomic operations written as LLVM intrinsics): the same result
   as the slices run in turn. A team is the calling thread and helper threads of this module, each
-  running a kernel without the GIL (:func:`_with_helpers`), not a ``prange`` loop.
+  running a kernel without the GIL (:func:`_with_helpers`), not a ``prange`` loop. When its threads
+  must take turns on the CPUs, the leader works alone while that is faster (:class:`_TeamChoice`).
 * Mini-batches of 6 to 63 rows of a network with 256 inputs or more (MNIST's 784) have the first
   layer's weights cut in two by input, each part updated and used by one of two threads, which pass
   each other only the small arrays of partial weighted inputs and deltas (:func:`_split_team_batches`;
@@ -58,6 +59,7 @@ import itertools
 import os
 import platform
 import threading
+import time
 from typing import Any
 
 import numba
@@ -92,6 +94,7 @@ _ROWS_PER_BLOCK = 256  # rows per block in forward, predict, cost and grad
 # first (as the C++ kernels do beyond one block of rows).
 _FUSED_MAX_ROWS = 16
 _WORK_PER_CHUNK = 2e8  # train_epoch: about this many row x parameter products per kernel call
+_WORK_PER_WINDOW = 2.5e7  # a team's leader: this many per call, each timed (see _TeamChoice)
 
 _VEC_BYTES = 64
 
@@ -1449,11 +1452,10 @@ def _sliced_step(theta, sizes, G, m, eta, momentum, velocity, l2, lo, hi):
 
 @_jit
 def _sliced_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
-                    l2, G, acts, deltas, identity):
+                    l2, G, acts, deltas, identity, total, correct):
     """``_run_batches`` in ``_STEP_GENERAL`` mode for mini-batches of ``_SLICED_MIN_ROWS`` rows or more, the slices
-    one after the other (the form train_many runs inside each network's thread)."""
-    total = 0.0
-    correct = 0
+    one after the other (the form train_many runs inside each network's thread); the cost and correct count are
+    summed on from ``total`` and ``correct``."""
     eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
@@ -1482,7 +1484,8 @@ _T_DONE = 8  # tasks of the current phase finished
 _T_OVER = 16  # set when the leader is done with the team's rows
 _T_SLOTS = 24  # phase p's mini-batch (first row, row count), its kind and its number of tasks: 4 words from
 #               _T_SLOTS + 4 * (p & 1)
-_TEAM_WORDS = 32
+_T_HELD = 32  # set by the leader when it waited for a helper's claimed task for _STALL_SPINS tries or more
+_TEAM_WORDS = 40
 _SLICES_PHASE, _STEP_PHASE, _PARTS_PHASE = 0, 1, 2
 _STEP_CHUNKS = 4
 
@@ -1547,9 +1550,15 @@ def _team_publish(team, p, r0, m, kind, tasks):
 
 @_jit
 def _team_wait(team, tasks):
-    """The leader, after running its share of a phase: wait for the tasks other members claimed."""
+    """The leader, after running its share of a phase: wait for the tasks other members claimed. A wait of
+    ``_STALL_SPINS`` tries or more (a helper lost its processor in the middle of a task) is noted in
+    ``team[_T_HELD]`` for :class:`_TeamChoice`."""
+    spins = 0
     while _atomic_load(team, _T_DONE) < tasks:
         _spin_pause()
+        spins += 1
+    if spins >= _STALL_SPINS:
+        team[_T_HELD] = 1
 
 
 @_inline
@@ -1583,12 +1592,10 @@ def _team_phase(team, p, r0, m, kind, tasks, theta, sizes, activation, cost, X, 
 
 @_jit
 def _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
-               l2, G, acts, deltas, identity, costs, hits):
+               l2, G, acts, deltas, identity, costs, hits, total, correct):
     """The leader's part of :func:`_team_batches` over the mini-batches of rows ``start`` to ``stop``: returns their
-    summed cost and correct count. Its phases are numbered on from the team's last one, so the team's helpers can
-    go on from one call to the next."""
-    total = 0.0
-    correct = 0
+    cost and correct count, summed on from ``total`` and ``correct``. Its phases are numbered on from the team's
+    last one, so the team's helpers can go on from one call to the next."""
     p = _atomic_load(team, _T_CLAIM) >> 32
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
@@ -1606,38 +1613,231 @@ def _team_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, b
 
 @_jit
 def _team_help(team, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts, deltas,
-               identity, costs, hits):
-    """A member of the team that does not lead: claims and runs tasks until the leader is done."""
+               identity, costs, hits, tries):
+    """A member of the team that does not lead: claims and runs tasks until the leader is done (returns -1), or
+    until it has found none for ``tries`` tries in a row (returns the number of tasks it ran; see
+    :func:`_helping`)."""
+    ran = 0
+    idle = 0
     while _atomic_load(team, _T_OVER) == 0:
-        if _team_run_one(team, 1, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts,
-                         deltas, identity, costs, hits) == 0:  # fmt: skip
+        r = _team_run_one(team, 1, theta, sizes, activation, cost, X, y, order, eta, momentum, velocity, l2, G, acts,
+                          deltas, identity, costs, hits)  # fmt: skip
+        if r == 0:
+            idle += 1
+            if idle >= tries:
+                return ran
             _spin_pause()
+        elif r == 1:
+            ran += 1
+            idle = 0
+    return -1
 
 
-def _team_stop(team):
+def _team_stop(team, wake=None):
     team[_T_OVER] = 1
+    if wake is not None:
+        wake.set()  # a helper asleep (see _helping) sees it now
+
+
+# A team on a busy host. A team is faster than one thread only while its members run at the same time:
+# with more runnable threads than cores (other programs, or the team's own threads pinned to one core)
+# each mini-batch waits for a member that is not running, and an epoch took 1.4-2.5 times as long as on
+# one thread. So the leader chooses, for each of its calls (a window of rows, about _WORK_PER_WINDOW
+# products: 1-2 ms at MNIST's size), between its team and working alone (the serial kernel), as the C++
+# kernels' teams do for each window of phases (team_sample in cpp/kernels_impl.hpp), with the same
+# constants: a call in which it ran for less than _MIN_BUSY of the time or waited for a helper's task for
+# _STALL_SPINS tries calls for a trial alone; it then keeps the faster way (the team only where it is
+# _TEAM_MARGIN faster than alone): alone for stints, each ended by a trial of the team, that double from
+# _FIRST_STINT while alone stays faster; or with the team, without a trial alone for a calm that doubles
+# each time the trial loses. The leader wakes its helpers before each call with the team (see _helping).
+# Which way a call runs never changes its results.
+_MIN_BUSY = 0.8
+_TEAM_MARGIN = 1.1
+_FIRST_STINT, _LAST_STINT = 0.002, 0.256  # seconds of the leader's calls
+_LONGEST_SPAN = 8  # windows up to this many times as long while the team goes on (see _TeamChoice.span)
+_STALL_SPINS = 40000  # pauses (about 25 ns each here): a millisecond
+# An idle helper returns to Python after _IDLE_SPINS tries (about 0.2 ms) and sleeps there, _FIRST_NAP
+# and then twice as long each time up to _LAST_NAP, until it finds a task again or the leader wakes it
+# (see _helping).
+_IDLE_SPINS = 8192
+_FIRST_NAP, _LAST_NAP = 20e-6, 0.02
+# The choices, per thread and kind of team, kept from call to call (an epoch is one call of a team).
+_choices = threading.local()
+
+
+class _TeamChoice:
+    """The leader's choice between its team and working alone (see above): ``alone`` says how its next call
+    runs; :meth:`record` takes that call's rows, seconds (0: not timed) and processor seconds and whether a
+    helper held it up."""
+
+    def __init__(self) -> None:
+        self.alone = self.trial = False
+        # Time is counted in the leader's own calls (their seconds summed), so that a stint or a calm goes on
+        # where it was in the next epoch however long the caller took in between.
+        self.clock = 0.0
+        self.until = 0.0  # keep the current way, without a trial, until then (on self.clock)
+        self.stint = self.calm = _FIRST_STINT
+        self.team_rate = self.solo_rate = 0.0
+        # Windows (see _led_chunks) of this many times the shortest: doubling while the team goes on without
+        # a trial, up to _LONGEST_SPAN (each return to Python between windows costs the team a few percent at
+        # batch 10 with the shortest), the shortest again from any trial on.
+        self.span = 1
+        self.rows = self.rows_alone = 0  # over the epoch (see _team_last_epoch)
+
+    def record(self, rows: int, seconds: float, cpu: float, held_up: bool) -> None:
+        self.rows += rows
+        if self.alone:
+            self.rows_alone += rows
+        if seconds <= 0.0:
+            return
+        self.clock = now = self.clock + seconds
+        rate = rows / seconds
+        if not self.alone:
+            self.team_rate = rate
+            if self.trial:  # the team again, after a stint alone
+                self.trial = False
+                if rate < _TEAM_MARGIN * self.solo_rate:
+                    self.alone = True
+                    self.stint = min(2 * self.stint, _LAST_STINT)
+                    self.until = now + self.stint
+                else:
+                    self.stint = _FIRST_STINT
+            elif now >= self.until and (held_up or cpu < _MIN_BUSY * seconds):
+                self.alone = self.trial = True
+            else:
+                self.span = min(2 * self.span, _LONGEST_SPAN)
+            if self.alone:
+                self.span = 1
+        else:
+            self.solo_rate = rate
+            if self.trial:  # alone, for the first time since the team last won
+                self.trial = False
+                if _TEAM_MARGIN * rate > self.team_rate:
+                    self.calm = _FIRST_STINT
+                    self.until = now + self.stint
+                else:
+                    self.alone = False
+                    self.calm = min(2 * self.calm, _LAST_STINT)
+                    self.until = now + self.calm
+            elif now >= self.until:
+                self.alone = False
+                self.trial = True
+            self.span = 1
+
+
+def _team_choice(key: tuple) -> _TeamChoice:
+    """The calling thread's choice for teams of ``key``, a new epoch's counts set to zero."""
+    table = getattr(_choices, "table", None)
+    if table is None:
+        table = _choices.table = {}
+    choice = table.get(key)
+    if choice is None:
+        choice = table[key] = _TeamChoice()
+    choice.rows = choice.rows_alone = 0
+    _choices.last = choice
+    return choice
+
+
+def _team_last_epoch() -> tuple[int, int]:
+    """The calling thread's last epoch trained by a team: (rows its leader ran alone, rows); (0, 0) if none."""
+    last = getattr(_choices, "last", None)
+    return (0, 0) if last is None else (last.rows_alone, last.rows)
+
+
+def _helping(run, wake):
+    """A helper's part in a team: ``run(tries)`` (:func:`_team_help` or :func:`_parts_help`) until the leader is
+    done, sleeping once it has found no task for _IDLE_SPINS tries (and after each single try while it finds
+    none), so that a helper whose leader works alone leaves the core to others. The leader sets ``wake`` (a
+    :class:`threading.Event`) before each of its calls with the team, and when it is done: the helper then
+    tries _IDLE_SPINS times again."""
+    nap, tries = _FIRST_NAP, _IDLE_SPINS
+    while True:
+        wake.clear()
+        ran = run(tries)
+        if ran < 0:
+            return
+        if ran > 0:
+            nap, tries = _FIRST_NAP, _IDLE_SPINS
+        else:
+            nap, tries = min(2 * nap, _LAST_NAP), 1
+        if wake.wait(nap):
+            nap, tries = _FIRST_NAP, _IDLE_SPINS
+
+
+def _led_chunks(choice, team, wake, chunk, window, start, stop, lead):
+    """:func:`_chunks` for a team's leader: the summed ``(cost, correct)`` over ranges of ``chunk`` rows (None:
+    all), each range's sums taken by calls ``lead(lo, hi, alone, total, correct)`` over windows of ``window`` rows
+    (a multiple of the mini-batch; times ``choice.span``) that sum on from the call before, as one call over the
+    range would; each window with or without the team as ``choice`` says (``wake`` set before each window with
+    the team), and timed for it."""
+    step = max(stop - start if chunk is None else chunk, 1)
+    window = max(min(window, step), 1)
+    total, correct = 0.0, 0
+    compiled = _serial_compiled()
+    for lo in range(start, stop, step):
+        hi = min(lo + step, stop)
+        c, k = 0.0, 0
+        a = lo
+        while a < hi:
+            b = min(a + window * choice.span, hi)
+            alone = choice.alone
+            if not alone:
+                wake.set()
+            team[_T_HELD] = 0
+            t0, c0 = time.perf_counter(), time.thread_time()
+            c, k = lead(a, b, alone, c, k)
+            seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
+            if alone and _serial_compiled() != compiled:  # the serial kernel compiled in this window: not timed
+                compiled = _serial_compiled()
+                seconds = 0.0
+            choice.record(b - a, seconds, cpu, bool(team[_T_HELD]))
+            a = b
+        total += c
+        correct += k
+    return total, correct
+
+
+def _serial_compiled():
+    """How many versions of the serial kernels a leader runs alone are compiled (or loaded from Numba's cache):
+    they are compiled when first needed, not when a team starts (that would add seconds to every first
+    ``fit`` with a cold cache, for a way most teams never take)."""
+    return len(_split_batches.overloads) + len(_sliced_batches.overloads)
+
+
+def _window(theta, batch_size):
+    """Rows per window of a team's leader (see :func:`_led_chunks`): whole mini-batches, about _WORK_PER_WINDOW
+    row x parameter products."""
+    return batch_size * max(1, int(_WORK_PER_WINDOW / (theta.shape[0] * batch_size)))
 
 
 def _team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, eta, momentum, velocity,
                   l2, G, acts, deltas, identity, members, chunk=None):
     """:func:`_sliced_batches` run by a team of ``members`` threads: the same result. With ``chunk`` (a multiple
     of ``batch_size``), the leader comes back to Python after every ``chunk`` rows (so that Ctrl-C stops the
-    epoch there) while the helpers wait for its next mini-batch: one team for the whole range, whose start costs
-    tens of microseconds."""
+    epoch there, and to choose between its team and working alone, see :class:`_TeamChoice`) while the helpers
+    wait for its next mini-batch: one team for the whole range, whose start costs tens of microseconds."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
     costs = np.zeros(_SLICES)
     hits = np.zeros(_SLICES, dtype=np.int64)
-    eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     shared = (theta, sizes, activation, cost, X, y, order)
+    serial = (batch_size, eta, momentum, velocity, l2, G, acts, deltas, identity)  # as train_epoch on one thread
+    eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     step = (eta, momentum, velocity, l2, G, acts, deltas, identity, costs, hits)
     # The leader over no rows first: on a first call it compiles here, not while the helpers spin, waiting.
-    _team_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), *shared, start, start, batch_size, *step)
+    _team_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), *shared, start, start, batch_size, *step, 0.0, 0)
+    choice = _team_choice(("slices", theta.dtype.str, theta.shape[0], batch_size, members))
+
+    def lead(lo, hi, alone, c, k):
+        if alone:  # the serial kernel: the same operations
+            return _sliced_batches(*shared, lo, hi, *serial, c, k)
+        return _team_lead(team, *shared, lo, hi, batch_size, *step, c, k)
+
+    wake = threading.Event()
     total, correct = _with_helpers(
         members,
-        lambda: _team_help(team, *shared, *step),
-        lambda: _chunks(chunk, start, stop,
-                        lambda lo, hi: _team_lead(team, *shared, lo, hi, batch_size, *step)),
-        lambda: _team_stop(team),
+        lambda: _helping(lambda tries: _team_help(team, *shared, *step, tries), wake),
+        lambda: _led_chunks(choice, team, wake, chunk, _window(theta, batch_size), start, stop, lead),
+        lambda: _team_stop(team, wake),
     )
     return total, int(correct)
 
@@ -1795,19 +1995,19 @@ def _split_middle_late(theta, sizes, m, mode, eta, momentum, velocity, l2, G, ac
 
 @_jit
 def _split_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta, momentum,
-                   velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity):
+                   velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, total, correct):
     """``_run_batches`` in ``mode`` (``_STEP_SGD`` or ``_STEP_GENERAL``, ``G`` its theta-shaped buffer) with the
-    first layer in two parts, one operation after the other (see :class:`_SplitScratch` for the scratch)."""
+    first layer in two parts, one operation after the other (see :class:`_SplitScratch` for the scratch); the cost
+    and correct count are summed on from ``total`` and ``correct``."""
     eta_, momentum_, l2_ = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     w_off, b_off, a_off = _layer_offsets(sizes, batch_size)
     every_input = _every_input(sizes)
     wt = _hidden_scratch(theta, sizes)
-    total = 0.0
-    correct = 0
     for r0 in range(start, stop, batch_size):
         m = min(batch_size, stop - r0)
         for h in range(2):
-            _part_forward(h, theta, sizes, X, y, order, r0, m, stop, batch_size, z, nzi, n_nz, bias)
+            # the next mini-batch's rows are prefetched also past stop (where the next call goes on)
+            _part_forward(h, theta, sizes, X, y, order, r0, m, order.shape[0], batch_size, z, nzi, n_nz, bias)
         c, k = _split_middle(theta, sizes, activation, cost, y, order, r0, m, mode, eta_, momentum_, velocity, l2_, G,
                              z, acts, deltas, identity, every_input, wt, w_off, b_off, a_off)  # fmt: skip
         total += c
@@ -1839,19 +2039,17 @@ def _parts_run_one(team, first, theta, sizes, X, y, order, stop, batch_size, mod
 
 @_jit
 def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, end, batch_size, mode, eta, momentum,
-                velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity):
+                velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, first, total, correct):
     """The leader's part of :func:`_split_team_batches` over the mini-batches of rows ``start`` to ``stop`` of the
-    team's rows, which end at ``end``: returns their summed cost and correct count. A team's first call starts
-    with a phase of the first mini-batch's forward passes alone; each call's last phase has the forward passes
-    of the mini-batch after ``stop`` (if it is before ``end``), so a next call starts from there. Phases are
-    numbered on from the team's last one."""
+    team's rows, which end at ``end``: returns their cost and correct count, summed on from ``total`` and
+    ``correct``. A ``first`` call (the team's first, or the first after the leader worked alone) starts with a
+    phase of the first mini-batch's forward passes alone; each call's last phase has the forward passes of the
+    mini-batch after ``stop`` (if it is before ``end``), so a next call starts from there. Phases are numbered
+    on from the team's last one."""
     w_off, b_off, a_off = _layer_offsets(sizes, batch_size)
     every_input = _every_input(sizes)
     wt = _hidden_scratch(theta, sizes)
-    total = 0.0
-    correct = 0
     phase = _atomic_load(team, _T_CLAIM) >> 32
-    first = phase == 0
     r0 = start - batch_size  # the first phase: no update, the first mini-batch's forward passes
     m = 0
     for p in range(1, (stop - start + batch_size - 1) // batch_size + 2):
@@ -1878,13 +2076,24 @@ def _split_lead(team, theta, sizes, activation, cost, X, y, order, start, stop, 
 
 @_jit
 def _parts_help(team, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi,
-                n_nz, bias, deltas):
+                n_nz, bias, deltas, tries):
     """A member of the split's team that does not lead: claims and runs the parts' tasks until the leader is
-    done."""
+    done (returns -1), or until it has found none for ``tries`` tries in a row (returns the number of tasks it
+    ran), as :func:`_team_help`."""
+    ran = 0
+    idle = 0
     while _atomic_load(team, _T_OVER) == 0:
-        if _parts_run_one(team, 1, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
-                          z, nzi, n_nz, bias, deltas) == 0:  # fmt: skip
+        r = _parts_run_one(team, 1, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
+                           z, nzi, n_nz, bias, deltas)  # fmt: skip
+        if r == 0:
+            idle += 1
+            if idle >= tries:
+                return ran
             _spin_pause()
+        elif r == 1:
+            ran += 1
+            idle = 0
+    return -1
 
 
 def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop, batch_size, mode, eta, momentum,
@@ -1892,20 +2101,34 @@ def _split_team_batches(theta, sizes, activation, cost, X, y, order, start, stop
     """:func:`_split_batches` run by a team of ``members`` threads (as :func:`_team_batches`, ``chunk`` too): the same
     result."""
     team = np.zeros(_TEAM_WORDS, dtype=np.int64)
+    shared = (theta, sizes, activation, cost, X, y, order)
+    serial = (batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
     eta, momentum, l2 = theta.dtype.type(eta), theta.dtype.type(momentum), theta.dtype.type(l2)
     # The leader over no rows first (one phase with no task to do): on a first call it compiles here, not
     # while the helper spins, waiting.
     _split_lead(np.zeros(_TEAM_WORDS, dtype=np.int64), theta, sizes, activation, cost, X, y, order, start, start,
-                start, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity)
+                start, batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity,
+                True, 0.0, 0)  # fmt: skip
+    choice = _team_choice(("split", theta.dtype.str, theta.shape[0], batch_size, members))
+    ready = [-1]  # the first row of the mini-batch whose forward passes the last team call left in z
+
+    def lead(lo, hi, alone, c, k):
+        # Alone, the leader runs the serial kernel (the same operations), which leaves no forward passes for
+        # the next call.
+        if alone:
+            return _split_batches(*shared, lo, hi, *serial, c, k)
+        first, ready[0] = ready[0] != lo, hi
+        return _split_lead(team, theta, sizes, activation, cost, X, y, order, lo, hi, stop, batch_size, mode, eta,
+                           momentum, velocity, l2, G, z, nzi, n_nz, bias, acts, deltas, identity, first, c, k)
+
+    wake = threading.Event()
     total, correct = _with_helpers(
         members,
-        lambda: _parts_help(team, theta, sizes, X, y, order, stop, batch_size, mode, eta, momentum, velocity, l2, G,
-                            z, nzi, n_nz, bias, deltas),
-        lambda: _chunks(chunk, start, stop,
-                        lambda lo, hi: _split_lead(team, theta, sizes, activation, cost, X, y, order, lo, hi, stop,
-                                                   batch_size, mode, eta, momentum, velocity, l2, G, z, nzi, n_nz, bias,
-                                                   acts, deltas, identity)),
-        lambda: _team_stop(team),
+        lambda: _helping(lambda tries: _parts_help(team, theta, sizes, X, y, order, stop, batch_size, mode, eta,
+                                                   momentum, velocity, l2, G, z, nzi, n_nz, bias, deltas, tries),
+                         wake),
+        lambda: _led_chunks(choice, team, wake, chunk, _window(theta, batch_size), start, stop, lead),
+        lambda: _team_stop(team, wake),
     )
     return total, int(correct)
 
@@ -2129,7 +2352,7 @@ def train_epoch(theta, sizes, activation, cost, X, y, order, batch_size, eta, mo
     if members > 1:  # one team for the epoch, its leader back in Python after each chunk
         total, correct = team(*shared, 0, n, *rest, members, chunk)
     else:
-        total, correct = _chunks(chunk, 0, n, lambda lo, hi: serial(*shared, lo, hi, *rest))
+        total, correct = _chunks(chunk, 0, n, lambda lo, hi: serial(*shared, lo, hi, *rest, 0.0, 0))
     return total / max(n, 1), int(correct)
 
 
@@ -2158,10 +2381,10 @@ def _run_many(thetas, sizes, activation, cost, X, y, orders, start, stop, batch_
         if sliced:  # as train_epoch: fixed slices, here one after the other
             c, hits = _sliced_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
                                       etas[k], momentum, velocities[k], l2, work.G, work.acts, work.deltas,
-                                      work.identity)  # fmt: skip
+                                      work.identity, 0.0, 0)  # fmt: skip
         elif split:  # as train_epoch: the first layer in two parts, one after the other
             c, hits = _split_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size,
-                                     mode, etas[k], momentum, velocities[k], l2, G, *work.args())
+                                     mode, etas[k], momentum, velocities[k], l2, G, *work.args(), 0.0, 0)
         else:
             c, hits = _run_batches(thetas[k], sizes, activation, cost, X, y, orders[k], start, stop, batch_size, mode,
                                    etas[k], momentum, velocities[k], l2, G, work.acts, work.deltas, work.identity)
