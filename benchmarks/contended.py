@@ -10,7 +10,8 @@ README). Each setting runs in its own process, one after another:
 - ``1 thread``: ``FASTGD_NUM_THREADS=1`` (and ``NUMBA_NUM_THREADS=1``);
 - ``2 threads``: ``FASTGD_NUM_THREADS=2`` (and ``NUMBA_NUM_THREADS=2``);
 - ``2 threads, 1 CPU``: the same, the process pinned to one CPU (``os.sched_setaffinity``);
-- ``2 threads + busy``: the same, free, beside one busy-looping process of its own.
+- ``2 threads + busy``: the same, free, beside one busy-looping process of its own;
+- ``1 thread + busy``: one thread beside such a process, the time to compare the row above with.
 
 It prints the median seconds per epoch of 784-16-16-10 (sigmoid, quadratic cost, plain SGD, eta
 3.0, float32) on MNIST (``$FASTGD_DATA``, else random digits) per batch size, and the share of the
@@ -78,6 +79,7 @@ SETTINGS = (  # name, FASTGD_NUM_THREADS, pinned to one CPU, beside a busy proce
     ("2 threads", "2", False, False),
     ("2 threads, 1 CPU", "2", True, False),
     ("2 threads + busy", "2", False, True),
+    ("1 thread + busy", "1", False, True),
 )
 
 
